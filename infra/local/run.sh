@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `make run`: the whole system on this machine. Installs what is missing, starts Kafka and
+# PostgreSQL on loopback, builds, creates the topics, migrates, then runs every service in the
+# foreground until Ctrl-C, which stops them cleanly (SIGTERM, then waits). The stack keeps running
+# afterwards for a fast next start; `make stack-down` stops it.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+say() { printf 'run: %s\n' "$*"; }
+
+bash infra/local/deps.sh
+bash infra/local/stack.sh up
+eval "$(bash infra/local/stack.sh env)"
+make --no-print-directory build
+bin="$repo/build/constellation"
+
+"$bin" topics create
+"$bin" migrate
+
+services=(commands queries projector scheduler mcp worker)
+pids=()
+stop_all() {
+    trap - INT TERM
+    say "stopping services"
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    say "services stopped; Kafka and PostgreSQL keep running (make stack-down stops them)"
+    exit 0
+}
+trap stop_all INT TERM
+
+for svc in "${services[@]}"; do
+    "$bin" "$svc" &
+    pids+=("$!")
+done
+
+addr() { "$bin" config show | sed -n "s/^CONSTELLATION_$1_ADDR=//p"; }
+cat <<EOT
+
+Constellation is running. Logs are JSON lines on this terminal.
+  command API   http://$(addr COMMANDS)
+  query API     http://$(addr QUERIES)
+  projector     http://$(addr PROJECTOR)/metrics
+  scheduler     http://$(addr SCHEDULER)/metrics
+  MCP server    http://$(addr MCP)
+  worker agent  http://$(addr WORKER)/metrics
+  Kafka         ${CONSTELLATION_KAFKA_BROKERS}
+  PostgreSQL    ${CONSTELLATION_PG_DSN}
+Every service serves /healthz, /readyz and /metrics. Press Ctrl-C to stop.
+
+EOT
+
+# If any service dies, stop the others and report it.
+while :; do
+    for i in "${!pids[@]}"; do
+        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+            wait "${pids[$i]}" && rc=0 || rc=$?
+            say "${services[$i]} exited with status $rc"
+            unset 'pids[i]'
+            stop_all
+        fi
+    done
+    sleep 1
+done
