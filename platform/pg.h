@@ -5,7 +5,9 @@
  * Thread rules. A cstl_pg_conn is used by one thread at a time (libpq's rule); nothing here locks
  * it. A cstl_pg_pool is thread-safe: each calling thread gets its own connection, opened lazily on
  * its first cstl_pg_pool_get() and reopened when it is found bad. The pool must outlive every use
- * of the connections it handed out; cstl_pg_pool_free() closes them all.
+ * of the connections it handed out; cstl_pg_pool_free() closes them all. Connections are keyed by
+ * pthread_self(): a thread that exits without cstl_pg_pool_release() leaves its connection in the
+ * pool until it is freed (or until a new thread that gets the same id inherits it).
  *
  * Errors. Every function that talks to the server returns 0 or a negative CSTL_E* code and fills
  * an optional cstl_error whose origin is CSTL_ORIGIN_PG and origin_sqlstate the server's SQLSTATE
@@ -36,11 +38,11 @@ typedef struct cstl_pg_pool cstl_pg_pool;
  * retried: a malformed connection string, a refused login and a missing database are not.
  */
 typedef struct cstl_pg_retry {
-    int max_attempts;             /* 5 */
-    int initial_backoff_ms;       /* 100 */
-    int max_backoff_ms;           /* 2000: the longest single wait */
-    int max_total_ms;             /* 15000: no retry starts after this much time */
-    int connect_timeout_s;        /* 5: libpq's connect_timeout per attempt, unless the dsn sets it */
+    int max_attempts;       /* 5 */
+    int initial_backoff_ms; /* 100 */
+    int max_backoff_ms;     /* 2000: the longest single wait */
+    int max_total_ms;       /* 15000: no retry starts after this much time */
+    int connect_timeout_s;  /* 5: libpq's connect_timeout per attempt, unless the dsn sets it */
     const char *application_name; /* "constellation", unless the dsn sets application_name */
     int statement_timeout_ms;     /* 0: the server's default; else SET on every (re)connect */
 } cstl_pg_retry;
