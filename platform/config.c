@@ -7,6 +7,8 @@
  */
 #include "platform/config.h"
 
+#include "platform/pg.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -440,31 +442,6 @@ char *cstl_config_addr_format(const cstl_config_addr *addr, char *buf, size_t si
     return buf;
 }
 
-/* Writes the DSN with any password replaced by "***". */
-static void dsn_redacted(const char *dsn, char *out, size_t size)
-{
-    char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(dsn, &err);
-    if (opts == NULL) {
-        PQfreemem(err);
-        snprintf(out, size, "(invalid)");
-        return;
-    }
-    size_t n = 0;
-    out[0] = '\0';
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
-        if (o->val == NULL || o->val[0] == '\0')
-            continue;
-        int secret = strcmp(o->keyword, "password") == 0;
-        int w = snprintf(out + n, size - n, "%s%s=%s", n ? " " : "", o->keyword,
-                         secret ? "***" : o->val);
-        if (w < 0 || (size_t)w >= size - n)
-            break;
-        n += (size_t)w;
-    }
-    PQconninfoFree(opts);
-}
-
 static void format_value(const cstl_config *cfg, const setting *s, char *buf, size_t size)
 {
     const char *field = (const char *)cfg + s->offset;
@@ -474,7 +451,7 @@ static void format_value(const cstl_config *cfg, const setting *s, char *buf, si
         snprintf(buf, size, "%s", field);
         break;
     case SETTING_DSN:
-        dsn_redacted(field, buf, size);
+        cstl_pg_dsn_redact(field, buf, size);
         break;
     case SETTING_INT:
         snprintf(buf, size, "%d", *(const int *)field);
