@@ -1,0 +1,1027 @@
+/*
+ * http.c - HTTP server on libmicrohttpd (see http.h).
+ *
+ * Threads: MHD runs a pool of epoll threads; the access handler, the handlers and the completion
+ * callback run on them. Routes are only added before start, so matching reads them without a
+ * lock. server->lock guards the in-flight count that graceful stop waits on.
+ *
+ * A request's life: the first access-handler call (headers only) creates the request and checks
+ * the limits, the request id and the route, answering at once when any fails (413 on a declared
+ * over-long body, 431, 404, 405...). Body chunks are copied up to the cap; beyond it they are
+ * discarded (up to a drain cap, then the connection is dropped) and the final call answers 413
+ * without running the handler. The final call runs the handler and queues its response. The
+ * completion callback records metrics, calls the access log and frees the request's pool: the one
+ * place request memory is released.
+ */
+#include "platform/http.h"
+
+#include "platform/id.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POOL_BLOCK 4096
+#define DRAIN_MAX  (1024 * 1024) /* body bytes discarded after the cap before dropping */
+
+typedef struct route {
+    char *method;
+    char *pattern;
+    size_t nseg;
+    char *seg[CSTL_HTTP_MAX_SEGMENTS];
+    bool param[CSTL_HTTP_MAX_SEGMENTS];
+    cstl_http_handler handler;
+    void *ud;
+} route;
+
+enum server_state { STATE_NEW, STATE_STARTED, STATE_STOPPED };
+
+struct cstl_http_server {
+    char *host;
+    char *service;
+    char *problem_base;
+    size_t max_body;
+    size_t max_header;
+    unsigned max_query;
+    unsigned threads;
+    unsigned timeout;
+    cstl_http_ready_fn ready;
+    void *ready_ud;
+    cstl_http_access_fn access_log;
+    void *access_log_ud;
+    cstl_metrics *metrics;
+    cstl_metric_family *m_requests;
+    cstl_metric_family *m_duration;
+    int listen_fd;
+    int family;
+    unsigned port;
+    struct MHD_Daemon *daemon;
+    route *routes;
+    size_t nroutes;
+    size_t cap;
+    int state;
+    atomic_bool stopping;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    long inflight;
+};
+
+typedef struct pool_block {
+    struct pool_block *next;
+    size_t used;
+    size_t cap;
+    _Alignas(16) unsigned char data[];
+} pool_block;
+
+typedef struct cleanup {
+    struct cleanup *next;
+    void (*fn)(void *);
+    void *ptr;
+} cleanup;
+
+typedef struct header {
+    struct header *next;
+    char *name;
+    char *value;
+} header;
+
+struct cstl_http_request {
+    cstl_http_server *server;
+    struct MHD_Connection *conn;
+    pool_block *pool;
+    cleanup *cleanups;
+    const char *method;
+    const char *path;
+    const route *route;
+    const char *param_name[CSTL_HTTP_MAX_SEGMENTS];
+    const char *param_value[CSTL_HTTP_MAX_SEGMENTS];
+    size_t nparams;
+    char id[CSTL_HTTP_REQUEST_ID_MAX + 1];
+    const char *traceparent;
+    char *body;
+    size_t body_len;
+    size_t body_cap;
+    size_t drained;
+    bool too_big;
+    bool has_body;
+    struct timespec start;
+    /* The response, kept until queued. */
+    bool responded;
+    bool queued;
+    int status;
+    char *content_type;
+    char *resp_body;
+    size_t resp_len;
+    header *headers;
+};
+
+/* Request pool. */
+
+void *cstl_http_request_alloc(cstl_http_request *req, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    pool_block *b = req->pool;
+    if (b == NULL || b->cap - b->used < size) {
+        size_t cap = size > POOL_BLOCK ? size : POOL_BLOCK;
+        b = cstl_xmalloc(sizeof(*b) + cap);
+        b->used = 0;
+        b->cap = cap;
+        b->next = req->pool;
+        req->pool = b;
+    }
+    void *p = b->data + b->used;
+    b->used += size;
+    memset(p, 0, size);
+    return p;
+}
+
+static char *pool_strndup(cstl_http_request *req, const char *s, size_t n)
+{
+    char *p = cstl_http_request_alloc(req, n + 1);
+    memcpy(p, s, n);
+    return p;
+}
+
+static char *pool_strdup(cstl_http_request *req, const char *s)
+{
+    return pool_strndup(req, s, strlen(s));
+}
+
+void cstl_http_request_defer(cstl_http_request *req, void (*fn)(void *), void *ptr)
+{
+    cleanup *c = cstl_http_request_alloc(req, sizeof(*c));
+    c->fn = fn;
+    c->ptr = ptr;
+    c->next = req->cleanups;
+    req->cleanups = c;
+}
+
+static void request_free(cstl_http_request *req)
+{
+    for (cleanup *c = req->cleanups; c != NULL; c = c->next)
+        c->fn(c->ptr);
+    pool_block *b = req->pool;
+    while (b != NULL) {
+        pool_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    free(req->body);
+    free(req->resp_body);
+    free(req);
+}
+
+/* Status table. */
+
+typedef struct status_entry {
+    int code;
+    int status;
+    const char *type;
+    const char *title;
+} status_entry;
+
+static const status_entry status_table[] = {
+    {CSTL_EPARSE, 400, "malformed-request", "malformed request"},
+    {CSTL_EDECODE, 400, "malformed-request", "malformed request"},
+    {CSTL_EINVAL, 422, "invalid-request", "invalid request"},
+    {CSTL_EAUTH, 401, "unauthenticated", "authentication required"},
+    {CSTL_EFORBIDDEN, 403, "forbidden", "forbidden"},
+    {CSTL_ENOTFOUND, 404, "not-found", "not found"},
+    {CSTL_ECONFLICT, 409, "conflict", "conflict"},
+    {CSTL_EEXISTS, 409, "conflict", "conflict"},
+    {CSTL_EPRECONDITION, 412, "precondition-failed", "precondition failed"},
+    {CSTL_ETOOBIG, 413, "too-large", "request too large"},
+    {CSTL_EUNAVAILABLE, 503, "unavailable", "service unavailable"},
+    {CSTL_ESHUTDOWN, 503, "unavailable", "service unavailable"},
+    {CSTL_ETIMEDOUT, 504, "timeout", "timed out"},
+};
+
+static const status_entry internal_entry = {CSTL_EINTERNAL, 500, "internal", "internal error"};
+
+static const status_entry *status_lookup(int code)
+{
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(status_table); i++)
+        if (status_table[i].code == code)
+            return &status_table[i];
+    return &internal_entry;
+}
+
+int cstl_http_status_for_error(int code)
+{
+    return status_lookup(code)->status;
+}
+
+/* Accessors. */
+
+const char *cstl_http_request_method(const cstl_http_request *req)
+{
+    return req->method;
+}
+
+const char *cstl_http_request_path(const cstl_http_request *req)
+{
+    return req->path;
+}
+
+const char *cstl_http_request_route(const cstl_http_request *req)
+{
+    return req->route != NULL ? req->route->pattern : NULL;
+}
+
+const char *cstl_http_request_param(const cstl_http_request *req, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < req->nparams; i++)
+        if (strcmp(req->param_name[i], name) == 0)
+            return req->param_value[i];
+    return NULL;
+}
+
+const char *cstl_http_request_query(const cstl_http_request *req, const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *cstl_http_request_header(const cstl_http_request *req, const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *cstl_http_request_body(const cstl_http_request *req, size_t *len)
+{
+    if (len != NULL)
+        *len = req->body_len;
+    return req->body != NULL ? req->body : "";
+}
+
+const char *cstl_http_request_id(const cstl_http_request *req)
+{
+    return req->id;
+}
+
+const char *cstl_http_request_traceparent(const cstl_http_request *req)
+{
+    return req->traceparent;
+}
+
+static bool all_hex(const char *s, size_t n, bool *all_zero)
+{
+    *all_zero = true;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+        if (c != '0')
+            *all_zero = false;
+    }
+    return true;
+}
+
+bool cstl_http_traceparent_valid(const char *t)
+{
+    /* version "-" trace-id(32) "-" parent-id(16) "-" flags(2): 55 chars for version 00. */
+    bool zero;
+    if (t == NULL || strlen(t) < 55 || t[2] != '-' || t[35] != '-' || t[52] != '-')
+        return false;
+    if (!all_hex(t, 2, &zero) || strncmp(t, "ff", 2) == 0)
+        return false;
+    if (!all_hex(t + 3, 32, &zero) || zero || !all_hex(t + 36, 16, &zero) || zero)
+        return false;
+    if (!all_hex(t + 53, 2, &zero))
+        return false;
+    if (strncmp(t, "00", 2) == 0)
+        return t[55] == '\0';
+    return t[55] == '\0' || t[55] == '-';
+}
+
+static bool request_id_valid(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > CSTL_HTTP_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+/* Responses. */
+
+static bool token_valid(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s != '\0'; s++)
+        if (!isalnum((unsigned char)*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL)
+            return false;
+    return true;
+}
+
+int cstl_http_set_header(cstl_http_request *req, const char *name, const char *value)
+{
+    if (!token_valid(name) || value == NULL || strpbrk(value, "\r\n") != NULL)
+        return CSTL_EINVAL;
+    for (header *h = req->headers; h != NULL; h = h->next) {
+        if (strcasecmp(h->name, name) == 0) {
+            h->value = pool_strdup(req, value);
+            return 0;
+        }
+    }
+    header *h = cstl_http_request_alloc(req, sizeof(*h));
+    h->name = pool_strdup(req, name);
+    h->value = pool_strdup(req, value);
+    h->next = req->headers;
+    req->headers = h;
+    return 0;
+}
+
+int cstl_http_respond(cstl_http_request *req, int status, const char *content_type,
+                      const void *body, size_t len)
+{
+    if (req->responded || status < 100 || status > 599 || (body == NULL && len > 0))
+        return CSTL_EINVAL;
+    req->responded = true;
+    req->status = status;
+    req->content_type = content_type != NULL ? pool_strdup(req, content_type) : NULL;
+    req->resp_body = cstl_xmalloc(len + 1);
+    if (len > 0)
+        memcpy(req->resp_body, body, len);
+    req->resp_len = len;
+    return 0;
+}
+
+static int respond_json_typed(cstl_http_request *req, int status, const char *type, json_t *body)
+{
+    if (body == NULL)
+        return CSTL_EINVAL;
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text == NULL)
+        cstl_panic("cannot serialize a json response");
+    int rc = cstl_http_respond(req, status, type, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int cstl_http_respond_json(cstl_http_request *req, int status, json_t *body)
+{
+    return respond_json_typed(req, status, "application/json", body);
+}
+
+int cstl_http_respond_problem(cstl_http_request *req, int status, const char *type_suffix,
+                              const char *title, const char *detail, json_t *extensions)
+{
+    json_t *doc = json_object();
+    const char *base = req->server->problem_base;
+    if (type_suffix == NULL || strchr(type_suffix, ':') != NULL) {
+        json_object_set_new(doc, "type", json_string(type_suffix ? type_suffix : "about:blank"));
+    } else {
+        size_t n = strlen(base) + strlen(type_suffix) + 1;
+        char *type = cstl_http_request_alloc(req, n);
+        snprintf(type, n, "%s%s", base, type_suffix);
+        json_object_set_new(doc, "type", json_string(type));
+    }
+    json_object_set_new(doc, "title", json_string(title ? title : "error"));
+    json_object_set_new(doc, "status", json_integer(status));
+    if (detail != NULL)
+        json_object_set_new(doc, "detail", json_string(detail));
+    if (req->path != NULL)
+        json_object_set_new(doc, "instance", json_string(req->path));
+    json_object_set_new(doc, "request_id", json_string(req->id));
+    if (json_is_object(extensions)) {
+        const char *key;
+        json_t *value;
+        json_object_foreach(extensions, key, value)
+        {
+            if (json_object_get(doc, key) == NULL)
+                json_object_set(doc, key, value);
+        }
+    }
+    json_decref(extensions);
+    return respond_json_typed(req, status, "application/problem+json", doc);
+}
+
+int cstl_http_respond_error(cstl_http_request *req, const cstl_error *err)
+{
+    const status_entry *e = status_lookup(err != NULL ? err->code : CSTL_EINTERNAL);
+    if (e->status == 401) {
+        bool has = false;
+        for (header *h = req->headers; h != NULL; h = h->next)
+            has = has || strcasecmp(h->name, "WWW-Authenticate") == 0;
+        if (!has)
+            cstl_http_set_header(req, "WWW-Authenticate", "Bearer");
+    }
+    if (e->status >= 500)
+        return cstl_http_respond_problem(req, e->status, e->type, e->title, NULL, NULL);
+    json_t *ext = NULL;
+    if (err->detail[0] != '\0')
+        ext = json_pack("{s:s}", "hint", err->detail);
+    return cstl_http_respond_problem(req, e->status, e->type, e->title,
+                                     err->message[0] ? err->message : cstl_strerror(err->code),
+                                     ext);
+}
+
+static void respond_internal(cstl_http_request *req)
+{
+    req->responded = false;
+    free(req->resp_body);
+    req->resp_body = NULL;
+    cstl_http_respond_problem(req, 500, internal_entry.type, internal_entry.title, NULL, NULL);
+}
+
+/* Hands the stored response to MHD. */
+static enum MHD_Result queue_response(cstl_http_request *req)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        req->resp_len, req->resp_body ? req->resp_body : (void *)"", MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    if (req->content_type != NULL)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    for (header *h = req->headers; h != NULL; h = h->next)
+        MHD_add_response_header(resp, h->name, h->value);
+    MHD_add_response_header(resp, "X-Request-Id", req->id);
+    /* Unread body bytes would otherwise be parsed as the next request. */
+    bool unread = req->has_body && (req->too_big || req->body == NULL);
+    if (atomic_load(&req->server->stopping) || unread)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
+    MHD_destroy_response(resp);
+    req->queued = true;
+    return rc;
+}
+
+/* Routing. */
+
+/* Splits a path copy in place into segments; returns the count or -1 (too many, not absolute). */
+static int split_path(char *path, char **seg)
+{
+    if (path[0] != '/')
+        return -1;
+    if (path[1] == '\0')
+        return 0;
+    int n = 0;
+    for (char *p = path + 1;; n++) {
+        if (n == CSTL_HTTP_MAX_SEGMENTS)
+            return -1;
+        seg[n] = p;
+        char *slash = strchr(p, '/');
+        if (slash == NULL)
+            return n + 1;
+        *slash = '\0';
+        p = slash + 1;
+    }
+}
+
+static bool route_matches(const route *r, char **seg, size_t nseg)
+{
+    if (r->nseg != nseg)
+        return false;
+    for (size_t i = 0; i < nseg; i++) {
+        if (r->param[i] ? seg[i][0] == '\0' : strcmp(r->seg[i], seg[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* True when a is more specific than b: at the first segment where they differ in kind, a has the
+ * literal. */
+static bool route_beats(const route *a, const route *b)
+{
+    for (size_t i = 0; i < a->nseg; i++)
+        if (a->param[i] != b->param[i])
+            return !a->param[i];
+    return false;
+}
+
+int cstl_http_route(cstl_http_server *s, const char *method, const char *pattern,
+                    cstl_http_handler handler, void *ud, cstl_error *err)
+{
+    if (s->state != STATE_NEW)
+        return cstl_error_set(err, CSTL_EINVAL, "routes must be added before the server starts");
+    if (!token_valid(method) || handler == NULL)
+        return cstl_error_set(err, CSTL_EINVAL, "invalid method \"%s\" or missing handler",
+                              method ? method : "");
+    for (const char *p = method; *p; p++)
+        if (islower((unsigned char)*p))
+            return cstl_error_set(err, CSTL_EINVAL, "method \"%s\" must be upper case", method);
+    route r = {0};
+    r.pattern = cstl_xstrdup(pattern ? pattern : "");
+    char *copy = cstl_xstrdup(r.pattern);
+    char *seg[CSTL_HTTP_MAX_SEGMENTS];
+    int n = split_path(copy, seg);
+    bool ok = n >= 0;
+    for (int i = 0; ok && i < n; i++) {
+        size_t len = strlen(seg[i]);
+        r.param[i] = len > 2 && seg[i][0] == '{' && seg[i][len - 1] == '}';
+        r.seg[i] = r.param[i] ? cstl_xstrndup(seg[i] + 1, len - 2) : cstl_xstrdup(seg[i]);
+        ok = len > 0 && strpbrk(r.seg[i], "{}") == NULL;
+        for (int j = 0; ok && r.param[i] && j < i; j++)
+            ok = !(r.param[j] && strcmp(r.seg[j], r.seg[i]) == 0);
+        r.nseg = (size_t)i + 1;
+    }
+    free(copy);
+    for (size_t i = 0; ok && i < s->nroutes; i++) {
+        const route *o = &s->routes[i];
+        bool same = strcmp(o->method, method) == 0 && o->nseg == r.nseg;
+        for (size_t k = 0; same && k < r.nseg; k++)
+            same = o->param[k] == r.param[k] && (r.param[k] || strcmp(o->seg[k], r.seg[k]) == 0);
+        if (same) {
+            for (size_t k = 0; k < r.nseg; k++)
+                free(r.seg[k]);
+            cstl_error_set(err, CSTL_EEXISTS, "route %s \"%s\" is already registered", method,
+                           r.pattern);
+            free(r.pattern);
+            return CSTL_EEXISTS;
+        }
+    }
+    if (!ok) {
+        for (size_t k = 0; k < r.nseg; k++)
+            free(r.seg[k]);
+        cstl_error_set(err, CSTL_EINVAL, "invalid route pattern \"%s\"", r.pattern);
+        free(r.pattern);
+        return CSTL_EINVAL;
+    }
+    r.method = cstl_xstrdup(method);
+    r.handler = handler;
+    r.ud = ud;
+    if (s->nroutes == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->routes = cstl_xrealloc(s->routes, s->cap * sizeof(*s->routes));
+    }
+    s->routes[s->nroutes++] = r;
+    return 0;
+}
+
+/* Finds the route for req; on a miss answers 404 or 405 (with Allow). Returns true on a match. */
+static bool match_route(cstl_http_request *req)
+{
+    cstl_http_server *s = req->server;
+    char *copy = pool_strdup(req, req->path);
+    char *seg[CSTL_HTTP_MAX_SEGMENTS];
+    int n = split_path(copy, seg);
+    const char *want = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
+    const route *best = NULL;
+    char allow[256] = "";
+    size_t allow_len = 0;
+    for (size_t i = 0; n >= 0 && i < s->nroutes; i++) {
+        const route *r = &s->routes[i];
+        if (!route_matches(r, seg, (size_t)n))
+            continue;
+        if (strcmp(r->method, want) == 0 && (best == NULL || route_beats(r, best)))
+            best = r;
+        const char *methods[2] = {r->method, strcmp(r->method, "GET") == 0 ? "HEAD" : NULL};
+        for (int m = 0; m < 2 && methods[m] != NULL; m++) {
+            char token[64];
+            snprintf(token, sizeof(token), "%s%s", allow_len ? ", " : "", methods[m]);
+            bool dup = strstr(allow, methods[m]) != NULL; /* methods are whole upper-case tokens */
+            if (!dup && allow_len + strlen(token) < sizeof(allow)) {
+                memcpy(allow + allow_len, token, strlen(token) + 1);
+                allow_len += strlen(token);
+            }
+        }
+    }
+    if (best != NULL) {
+        req->route = best;
+        for (size_t i = 0; i < best->nseg; i++) {
+            if (best->param[i]) {
+                req->param_name[req->nparams] = best->seg[i];
+                req->param_value[req->nparams++] = seg[i];
+            }
+        }
+        return true;
+    }
+    if (allow_len > 0) {
+        cstl_http_set_header(req, "Allow", allow);
+        char detail[320];
+        snprintf(detail, sizeof(detail), "method \"%.32s\" is not allowed here; allowed: %s",
+                 req->method, allow);
+        cstl_http_respond_problem(req, 405, "method-not-allowed", "method not allowed", detail,
+                                  NULL);
+    } else {
+        cstl_http_respond_problem(req, 404, "not-found", "not found", "no route for this path",
+                                  NULL);
+    }
+    return false;
+}
+
+/* Limits checked on the headers, before routing. */
+
+typedef struct limit_walk {
+    size_t bytes;
+    unsigned count;
+    bool too_long;
+} limit_walk;
+
+static enum MHD_Result sum_headers(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    limit_walk *w = cls;
+    w->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+static enum MHD_Result check_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    limit_walk *w = cls;
+    w->count++;
+    if (strlen(key) > CSTL_HTTP_MAX_QUERY_VALUE ||
+        (value != NULL && strlen(value) > CSTL_HTTP_MAX_QUERY_VALUE))
+        w->too_long = true;
+    return MHD_YES;
+}
+
+/* Returns true when the request may go on; else it has been answered. */
+static bool check_request(cstl_http_request *req, const char *url)
+{
+    cstl_http_server *s = req->server;
+    char detail[160];
+    limit_walk headers = {0}, query = {0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, sum_headers, &headers);
+    if (strlen(url) > s->max_header) {
+        snprintf(detail, sizeof(detail), "the request target is over %zu bytes", s->max_header);
+        cstl_http_respond_problem(req, 414, "uri-too-long", "uri too long", detail, NULL);
+        return false;
+    }
+    if (headers.bytes + strlen(url) > s->max_header) {
+        snprintf(detail, sizeof(detail), "request headers are over %zu bytes", s->max_header);
+        cstl_http_respond_problem(req, 431, "headers-too-large", "request headers too large",
+                                  detail, NULL);
+        return false;
+    }
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, check_query, &query);
+    if (query.count > s->max_query || query.too_long) {
+        if (query.too_long)
+            snprintf(detail, sizeof(detail), "a query parameter is over %d bytes",
+                     CSTL_HTTP_MAX_QUERY_VALUE);
+        else
+            snprintf(detail, sizeof(detail), "more than %u query parameters", s->max_query);
+        cstl_http_respond_problem(req, 400, "query-too-large", "query too large", detail, NULL);
+        return false;
+    }
+    const char *cl = cstl_http_request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = cstl_http_request_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    req->has_body = te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+    if (cl != NULL && strtoull(cl, NULL, 10) > s->max_body) {
+        snprintf(detail, sizeof(detail), "the request body is over %zu bytes", s->max_body);
+        cstl_http_respond_problem(req, 413, "too-large", "request too large", detail, NULL);
+        return false;
+    }
+    return match_route(req);
+}
+
+static cstl_http_request *request_new(cstl_http_server *s, struct MHD_Connection *conn,
+                                      const char *url, const char *method)
+{
+    cstl_http_request *req = cstl_xcalloc(1, sizeof(*req));
+    clock_gettime(CLOCK_MONOTONIC, &req->start);
+    req->server = s;
+    req->conn = conn;
+    req->method = pool_strdup(req, method);
+    req->path = pool_strdup(req, url);
+    const char *rid = cstl_http_request_header(req, "X-Request-Id");
+    if (request_id_valid(rid))
+        snprintf(req->id, sizeof(req->id), "%s", rid);
+    else
+        cstl_uuid_v7_string(req->id);
+    const char *tp = cstl_http_request_header(req, "traceparent");
+    if (cstl_http_traceparent_valid(tp))
+        req->traceparent = tp;
+    pthread_mutex_lock(&s->lock);
+    s->inflight++;
+    pthread_mutex_unlock(&s->lock);
+    return req;
+}
+
+static void run_handler(cstl_http_request *req)
+{
+    if (req->too_big) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the request body is over %zu bytes",
+                 req->server->max_body);
+        cstl_http_respond_problem(req, 413, "too-large", "request too large", detail, NULL);
+        return;
+    }
+    /* A handler that failed after responding keeps its response; one that never responded gets a
+     * generic 500 whatever it returned. */
+    (void)req->route->handler(req, req->route->ud);
+    if (!req->responded)
+        respond_internal(req);
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    cstl_http_server *s = cls;
+    cstl_http_request *req = *con_cls;
+    if (req == NULL) {
+        req = request_new(s, conn, url, method);
+        *con_cls = req;
+        if (!check_request(req, url))
+            return queue_response(req);
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (req->queued || req->too_big || req->body_len + n > s->max_body) {
+            req->too_big = !req->queued;
+            req->drained += n;
+            return req->drained > DRAIN_MAX ? MHD_NO : MHD_YES;
+        }
+        if (req->body_len + n + 1 > req->body_cap) {
+            size_t cap = req->body_cap ? req->body_cap : 1024;
+            while (cap < req->body_len + n + 1)
+                cap *= 2;
+            req->body = cstl_xrealloc(req->body, cap);
+            req->body_cap = cap;
+        }
+        memcpy(req->body + req->body_len, upload, n);
+        req->body_len += n;
+        req->body[req->body_len] = '\0';
+        return MHD_YES;
+    }
+    if (req->queued)
+        return MHD_YES;
+    run_handler(req);
+    return queue_response(req);
+}
+
+static const char *method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                        "OPTIONS"};
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(known); i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    cstl_http_server *s = cls;
+    cstl_http_request *req = *con_cls;
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    double secs = (double)(end.tv_sec - req->start.tv_sec) +
+                  (double)(end.tv_nsec - req->start.tv_nsec) / 1e9;
+    const char *rlabel = req->route ? req->route->pattern : "unmatched";
+    int status = req->queued ? req->status : 0;
+    if (status != 0) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", status);
+        const char *labels[] = {method_label(req->method), rlabel, code};
+        cstl_metrics_counter_inc(cstl_metrics_child(s->m_requests, labels));
+        cstl_metrics_histogram_observe(cstl_metrics_child(s->m_duration, &rlabel), secs);
+    }
+    if (s->access_log != NULL) {
+        cstl_http_access a = {
+            .service = s->service,
+            .method = req->method,
+            .path = req->path,
+            .route = rlabel,
+            .request_id = req->id,
+            .traceparent = req->traceparent,
+            .status = status,
+            .body_bytes = req->body_len + req->drained,
+            .response_bytes = req->resp_len,
+            .duration_seconds = secs,
+            .completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK,
+        };
+        s->access_log(s->access_log_ud, &a);
+    }
+    request_free(req);
+    pthread_mutex_lock(&s->lock);
+    if (--s->inflight == 0)
+        pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Built-in routes. */
+
+static int handle_healthz(cstl_http_request *req, void *ud)
+{
+    (void)ud;
+    return cstl_http_respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static int handle_readyz(cstl_http_request *req, void *ud)
+{
+    (void)ud;
+    cstl_http_server *s = req->server;
+    cstl_error why = {0};
+    if (s->ready == NULL || s->ready(s->ready_ud, &why) == 0)
+        return cstl_http_respond_json(req, 200, json_pack("{s:s}", "status", "ready"));
+    return cstl_http_respond_problem(req, 503, "not-ready", "not ready",
+                                     why.message[0] ? why.message : "not ready", NULL);
+}
+
+static int handle_metrics(cstl_http_request *req, void *ud)
+{
+    (void)ud;
+    char *text = NULL;
+    size_t len = 0;
+    cstl_metrics_render(req->server->metrics, &text, &len);
+    int rc = cstl_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+    return rc;
+}
+
+/* Lifecycle. */
+
+static int bind_listener(cstl_http_server *s, cstl_error *err)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%u", s->port);
+    bool v6 = strchr(s->host, ':') != NULL;
+    char where[300];
+    snprintf(where, sizeof(where), v6 ? "[%s]:%u" : "%s:%u", s->host, s->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int gai = getaddrinfo(s->host, port, &hints, &ai);
+    if (gai != 0)
+        return cstl_error_set(err, CSTL_ECONFIG, "cannot resolve listen address \"%s\": %s",
+                              s->host, gai_strerror(gai));
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    ai->ai_protocol);
+    int one = 1, e = 0;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0)
+        e = errno;
+    s->family = ai->ai_family;
+    freeaddrinfo(ai);
+    if (e != 0) {
+        if (fd >= 0)
+            close(fd);
+        char reason[128];
+        snprintf(reason, sizeof(reason), "%s", strerror(e));
+        reason[0] = (char)tolower((unsigned char)reason[0]);
+        cstl_error_set(err, CSTL_EIO, "cannot listen on \"%s\": %s", where, reason);
+        err != NULL ? (void)(err->origin = CSTL_ORIGIN_OS, err->origin_code = e) : (void)0;
+        return CSTL_EIO;
+    }
+    struct sockaddr_storage addr;
+    socklen_t alen = sizeof(addr);
+    getsockname(fd, (struct sockaddr *)&addr, &alen);
+    s->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                                : ((struct sockaddr_in *)&addr)->sin_port);
+    s->listen_fd = fd;
+    return 0;
+}
+
+cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error *err)
+{
+    cstl_http_options o = opts != NULL ? *opts : (cstl_http_options){0};
+    if (o.port > 65535) {
+        cstl_error_set(err, CSTL_ECONFIG, "invalid port \"%u\"", o.port);
+        return NULL;
+    }
+    if (o.threads > 1024 || o.max_header_bytes > 1024 * 1024) {
+        cstl_error_set(err, CSTL_ECONFIG, "invalid thread count \"%u\" or header cap \"%zu\"",
+                       o.threads, o.max_header_bytes);
+        return NULL;
+    }
+    cstl_http_server *s = cstl_xcalloc(1, sizeof(*s));
+    s->host = cstl_xstrdup(o.host && *o.host ? o.host : CSTL_HTTP_DEFAULT_HOST);
+    s->service = cstl_xstrdup(o.service && *o.service ? o.service : "constellation");
+    s->problem_base = cstl_xstrdup(o.problem_base ? o.problem_base : CSTL_HTTP_DEFAULT_PROBLEM_BASE);
+    s->port = o.port;
+    s->threads = o.threads ? o.threads : CSTL_HTTP_DEFAULT_THREADS;
+    s->max_body = o.max_body_bytes ? o.max_body_bytes : CSTL_HTTP_DEFAULT_MAX_BODY;
+    s->max_header = o.max_header_bytes ? o.max_header_bytes : CSTL_HTTP_DEFAULT_MAX_HEADER;
+    s->max_query = o.max_query_params ? o.max_query_params : CSTL_HTTP_DEFAULT_MAX_QUERY;
+    s->timeout = o.timeout_seconds ? o.timeout_seconds : CSTL_HTTP_DEFAULT_TIMEOUT;
+    s->ready = o.ready;
+    s->ready_ud = o.ready_ud;
+    s->access_log = o.access_log;
+    s->access_log_ud = o.access_log_ud;
+    s->metrics = o.metrics ? o.metrics : cstl_metrics_default();
+    s->listen_fd = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->m_requests = cstl_metrics_counter(s->metrics, "http_requests_total",
+                                         "HTTP requests answered, by method, route and status.",
+                                         (const char *const[]){"method", "route", "status", NULL},
+                                         err);
+    s->m_duration = s->m_requests == NULL ? NULL
+                    : cstl_metrics_histogram(s->metrics, "http_request_duration_seconds",
+                                             "HTTP request duration in seconds, by route.",
+                                             (const char *const[]){"route", NULL}, NULL, 0, err);
+    if (s->m_duration == NULL || bind_listener(s, err) != 0 ||
+        cstl_http_route(s, "GET", "/healthz", handle_healthz, NULL, err) != 0 ||
+        cstl_http_route(s, "GET", "/readyz", handle_readyz, NULL, err) != 0 ||
+        cstl_http_route(s, "GET", "/metrics", handle_metrics, NULL, err) != 0) {
+        cstl_http_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+unsigned cstl_http_server_port(const cstl_http_server *s)
+{
+    return s->port;
+}
+
+int cstl_http_server_start(cstl_http_server *s, cstl_error *err)
+{
+    if (s->state != STATE_NEW)
+        return cstl_error_set(err, CSTL_EINVAL, "the server was already started");
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    if (s->family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    /* MHD keeps the request line and headers, plus its own bookkeeping and the response header
+     * buffer, in the connection's pool: twice the header cap plus 16 KiB covers it, and
+     * check_request enforces the exact cap. */
+    size_t memory = s->max_header * 2 + 16 * 1024;
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, s->threads, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
+        s, MHD_OPTION_END);
+    if (s->daemon == NULL)
+        return cstl_error_set(err, CSTL_EIO, "cannot start the http server on port \"%u\"",
+                              s->port);
+    s->state = STATE_STARTED;
+    return 0;
+}
+
+int cstl_http_server_stop(cstl_http_server *s, unsigned grace_ms)
+{
+    if (s == NULL || s->state == STATE_STOPPED)
+        return 0;
+    int rc = 0;
+    if (s->state == STATE_STARTED) {
+        atomic_store(&s->stopping, true);
+        bool quiesced = MHD_quiesce_daemon(s->daemon) != MHD_INVALID_SOCKET;
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += grace_ms / 1000;
+        deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&s->lock);
+        while (s->inflight > 0) {
+            if (pthread_cond_timedwait(&s->idle, &s->lock, &deadline) == ETIMEDOUT) {
+                rc = s->inflight > 0 ? CSTL_ETIMEDOUT : 0;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+        MHD_stop_daemon(s->daemon);
+        s->daemon = NULL;
+        /* After a quiesce the listening socket is ours to close; otherwise MHD closed it. */
+        if (!quiesced)
+            s->listen_fd = -1;
+    }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    s->listen_fd = -1;
+    s->state = STATE_STOPPED;
+    return rc;
+}
+
+void cstl_http_server_free(cstl_http_server *s)
+{
+    if (s == NULL)
+        return;
+    cstl_http_server_stop(s, 0);
+    for (size_t i = 0; i < s->nroutes; i++) {
+        for (size_t k = 0; k < s->routes[i].nseg; k++)
+            free(s->routes[i].seg[k]);
+        free(s->routes[i].method);
+        free(s->routes[i].pattern);
+    }
+    free(s->routes);
+    pthread_cond_destroy(&s->idle);
+    pthread_mutex_destroy(&s->lock);
+    free(s->problem_base);
+    free(s->service);
+    free(s->host);
+    free(s);
+}

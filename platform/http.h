@@ -1,0 +1,197 @@
+/*
+ * http.h - the HTTP server every service exposes, on libmicrohttpd (thread pool, epoll).
+ *
+ * A server is created (binding its listen socket, so a port conflict is reported at once), given
+ * its routes, started, and stopped gracefully. Routes match a method and a path pattern whose
+ * segments are literals or named parameters ("/v1/jobs/{id}"); a literal segment beats a parameter.
+ * Built-in routes: GET /healthz, GET /readyz, GET /metrics. HEAD is answered by GET routes.
+ *
+ * A handler runs on one of the server's threads once the whole request (body included) has been
+ * received. It answers with exactly one cstl_http_respond* call; everything it gets from the
+ * request is borrowed until the request completes. Each request owns a memory pool released in one
+ * place when the response has been sent (or the connection has failed); cstl_http_request_defer
+ * attaches cleanups (json_t, PGresult, ...) to it.
+ *
+ * Errors are answered as RFC 9457 problem+json. Error codes are mapped to statuses in one table,
+ * cstl_http_status_for_error (see docs/http.md). The library never logs: give it an access-log
+ * callback and log from there.
+ */
+#ifndef CSTL_PLATFORM_HTTP_H
+#define CSTL_PLATFORM_HTTP_H
+
+#include "platform/error.h"
+#include "platform/metrics.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct cstl_http_server cstl_http_server;
+typedef struct cstl_http_request cstl_http_request;
+
+/* Defaults used for zero option fields. */
+#define CSTL_HTTP_DEFAULT_HOST          "127.0.0.1"
+#define CSTL_HTTP_DEFAULT_THREADS       4
+#define CSTL_HTTP_DEFAULT_MAX_BODY      (1024 * 1024)
+#define CSTL_HTTP_DEFAULT_MAX_HEADER    (16 * 1024)
+#define CSTL_HTTP_DEFAULT_TIMEOUT       30
+#define CSTL_HTTP_DEFAULT_MAX_QUERY     64   /* query parameters per request */
+#define CSTL_HTTP_MAX_QUERY_VALUE       2048 /* bytes in one decoded query name or value */
+#define CSTL_HTTP_MAX_SEGMENTS          32   /* path segments in a pattern or a matched path */
+#define CSTL_HTTP_REQUEST_ID_MAX        64
+#define CSTL_HTTP_DEFAULT_PROBLEM_BASE  "/problems/"
+
+/* A handler: answers req with one cstl_http_respond* call and returns 0. Returning non-zero
+ * without having responded makes the server answer a generic 500 problem. */
+typedef int (*cstl_http_handler)(cstl_http_request *req, void *ud);
+
+/* Readiness for GET /readyz: returns 0 when ready, else non-zero with why->message naming what is
+ * not ready (it appears in the 503 problem's detail). Called on a server thread. */
+typedef int (*cstl_http_ready_fn)(void *ud, cstl_error *why);
+
+/* One finished request, for the access log. Every pointer is borrowed for the call only. */
+typedef struct cstl_http_access {
+    const char *service;     /* the service option */
+    const char *method;
+    const char *path;
+    const char *route;       /* the matched pattern, or "unmatched" */
+    const char *request_id;
+    const char *traceparent; /* NULL when absent or invalid */
+    int status;              /* 0 when no response could be sent */
+    size_t body_bytes;       /* request body bytes received */
+    size_t response_bytes;   /* response body bytes */
+    double duration_seconds; /* first byte of headers processed -> completion */
+    int completed;           /* 1 when the response was sent in full */
+} cstl_http_access;
+
+/* Access-log callback: called once per request on a server thread; must be thread-safe. */
+typedef void (*cstl_http_access_fn)(void *ud, const cstl_http_access *entry);
+
+/* Server options; zero fields take the documented defaults. Strings are copied by server_new. */
+typedef struct cstl_http_options {
+    const char *host;          /* bind address (numeric or name); default 127.0.0.1 */
+    unsigned port;             /* 0 = ephemeral, see cstl_http_server_port */
+    unsigned threads;          /* thread pool size; default 4 */
+    size_t max_body_bytes;     /* request body cap, over it 413; default 1 MiB */
+    size_t max_header_bytes;   /* request line + headers cap, over it 431 (or 414); default 16 KiB */
+    unsigned max_query_params; /* default 64; more is a 400 */
+    unsigned timeout_seconds;  /* idle connection timeout; default 30 */
+    const char *service;       /* service name, passed to the access log; default "constellation" */
+    const char *problem_base;  /* prefix of problem type suffixes; default "/problems/" */
+    cstl_metrics *metrics;     /* registry for /metrics and request metrics; default the
+                                  process-wide one. Borrowed: must outlive the server */
+    cstl_http_ready_fn ready;  /* NULL: /readyz always answers 200 */
+    void *ready_ud;
+    cstl_http_access_fn access_log; /* NULL: none */
+    void *access_log_ud;
+} cstl_http_options;
+
+/*
+ * Creates a server and binds its listening socket (not yet accepting). opts may be NULL for all
+ * defaults. Returns a new server (free with cstl_http_server_free) or NULL with err filled:
+ * CSTL_ECONFIG for invalid options, CSTL_EIO when the address cannot be bound (the message names
+ * host:port, e.g. `cannot listen on "127.0.0.1:8080": address already in use`), CSTL_EEXISTS when
+ * the metric names are taken with another type. Not thread-safe with other calls on the server.
+ */
+cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error *err);
+
+/*
+ * Adds a route. method is an upper-case token ("GET", "POST", "OPTIONS"...), pattern an absolute
+ * path whose segments are literals or {name} parameters. ud is borrowed for the server's life.
+ * Only before cstl_http_server_start. Returns 0, or CSTL_EINVAL (bad method or pattern, server
+ * started) or CSTL_EEXISTS (same method and same pattern shape already routed), with err filled.
+ */
+int cstl_http_route(cstl_http_server *server, const char *method, const char *pattern,
+                    cstl_http_handler handler, void *ud, cstl_error *err);
+
+/* Starts serving on the thread pool. Returns 0, or CSTL_EINVAL (already started or stopped) or
+ * CSTL_EIO (the daemon could not start) with err filled. */
+int cstl_http_server_start(cstl_http_server *server, cstl_error *err);
+
+/* The bound port (useful with port 0); valid from server_new on. */
+unsigned cstl_http_server_port(const cstl_http_server *server);
+
+/*
+ * Graceful stop: stops accepting connections, lets in-flight requests finish for up to grace_ms
+ * milliseconds (responses sent meanwhile carry "Connection: close"), then closes every connection
+ * and joins the threads. A handler still running when grace_ms runs out is waited for: handlers
+ * must be bounded. Returns 0, or CSTL_ETIMEDOUT when requests were still in flight at the
+ * deadline. Idempotent; harmless before start. Not callable from a handler.
+ */
+int cstl_http_server_stop(cstl_http_server *server, unsigned grace_ms);
+
+/* Stops (grace 0) and frees server. NULL is a harmless no-op. */
+void cstl_http_server_free(cstl_http_server *server);
+
+/*
+ * The one table from error codes to HTTP statuses: EPARSE/EDECODE 400 (malformed syntax),
+ * EINVAL 422 (well-formed but invalid fields), EAUTH 401, EFORBIDDEN 403, ENOTFOUND 404,
+ * ECONFLICT/EEXISTS 409, EPRECONDITION 412, ETOOBIG 413, EUNAVAILABLE/ESHUTDOWN 503,
+ * ETIMEDOUT 504, anything else 500.
+ */
+int cstl_http_status_for_error(int code);
+
+/* Request accessors. Strings are borrowed until the request completes; NULL when absent. */
+const char *cstl_http_request_method(const cstl_http_request *req);
+const char *cstl_http_request_path(const cstl_http_request *req); /* decoded, without query */
+const char *cstl_http_request_route(const cstl_http_request *req); /* the matched pattern */
+const char *cstl_http_request_param(const cstl_http_request *req, const char *name);
+const char *cstl_http_request_query(const cstl_http_request *req, const char *name); /* decoded */
+const char *cstl_http_request_header(const cstl_http_request *req, const char *name); /* any case */
+
+/* The body (NUL-terminated, so JSON parsers can take it) and its length; "" when none. */
+const char *cstl_http_request_body(const cstl_http_request *req, size_t *len);
+
+/* The request id: the client's X-Request-Id when it is 1..64 chars of [A-Za-z0-9._-], else a new
+ * UUIDv7. Always set; echoed in the X-Request-Id response header. */
+const char *cstl_http_request_id(const cstl_http_request *req);
+
+/* The W3C traceparent header when present and valid, else NULL. */
+const char *cstl_http_request_traceparent(const cstl_http_request *req);
+
+/* True when text is a valid W3C traceparent (version 00 exactly; later versions by prefix). */
+bool cstl_http_traceparent_valid(const char *text);
+
+/* Allocates size bytes (zeroed) from the request's pool; freed when the request completes. Never
+ * NULL (allocation failure aborts). */
+void *cstl_http_request_alloc(cstl_http_request *req, size_t size);
+
+/* Registers fn(ptr) to run when the request completes (also when the client went away), in reverse
+ * order of registration. */
+void cstl_http_request_defer(cstl_http_request *req, void (*fn)(void *), void *ptr);
+
+/*
+ * Sets a response header (replacing one of the same name, case-insensitively). Name and value are
+ * copied. Returns 0, or CSTL_EINVAL for an invalid name or a value containing CR or LF.
+ */
+int cstl_http_set_header(cstl_http_request *req, const char *name, const char *value);
+
+/*
+ * Answers with status and a copy of body (len bytes; body may be NULL when len is 0). content_type
+ * may be NULL for none. Returns 0, or CSTL_EINVAL when the request was already answered or status
+ * is outside 100..599.
+ */
+int cstl_http_respond(cstl_http_request *req, int status, const char *content_type,
+                      const void *body, size_t len);
+
+/* Answers with body serialized as application/json. Steals the reference to body, also on
+ * failure. Returns as cstl_http_respond. */
+int cstl_http_respond_json(cstl_http_request *req, int status, json_t *body);
+
+/*
+ * Answers with an RFC 9457 application/problem+json document: type (type_suffix prefixed with the
+ * server's problem base, or used as is when it contains ':' such as "about:blank" or an absolute
+ * URL; NULL means "about:blank"), title, status, detail (omitted when NULL), instance (the request
+ * path) and request_id. The members of extensions (stolen, may be NULL) are added, except those
+ * reserved names. Returns as cstl_http_respond.
+ */
+int cstl_http_respond_problem(cstl_http_request *req, int status, const char *type_suffix,
+                              const char *title, const char *detail, json_t *extensions);
+
+/*
+ * Answers err as a problem with the status of cstl_http_status_for_error(err->code). For 4xx the
+ * detail is err->message (and err->detail, when set, becomes the "hint" member); for 5xx only a
+ * generic title is sent, never the message. 401 adds "WWW-Authenticate: Bearer" unless set.
+ */
+int cstl_http_respond_error(cstl_http_request *req, const cstl_error *err);
+
+#endif
