@@ -265,19 +265,20 @@ pg_prepare_area_as_root() {
     if pg_user_can_use "$PG_HOME"; then
         return 0
     fi
-    local d="$LOCAL" blocked=() ok=1
-    while [[ "$d" != / ]]; do
-        if ! runuser -u "$PG_USER" -- test -x "$d" 2>/dev/null; then
-            if [[ "$(stat -c %u "$d")" == 0 && "$d" != /root && "$d" != "${HOME:-/root}" ]]; then
-                blocked+=("$d")
-            else
-                ok=0
-            fi
+    # Walk down from /: the first directories the postgres user cannot search are the blockers.
+    local d="" part parts=() blocked=() ok=1
+    IFS=/ read -r -a parts <<<"${LOCAL#/}"
+    for part in "${parts[@]}"; do
+        d="$d/$part"
+        runuser -u "$PG_USER" -- test -x "$d" 2>/dev/null && continue
+        if [[ "$(stat -c %u "$d")" == 0 && "$d" != /root && "$d" != "${HOME:-/root}" ]]; then
+            chmod o+x "$d" && blocked+=("$d") || ok=0
+        else
+            ok=0
         fi
-        d="$(dirname "$d")"
+        ((ok)) || break
     done
-    if ((ok)) && ((${#blocked[@]} > 0)); then
-        chmod o+x "${blocked[@]}"
+    if ((${#blocked[@]} > 0)); then
         cstl_say "let the $PG_USER user traverse ${blocked[*]} (chmod o+x) to reach $PG_HOME"
     fi
     if ((ok)) && pg_user_can_use "$PG_HOME"; then
@@ -434,7 +435,7 @@ cmd_up() {
     if ((${#problems[@]} > 0)); then
         local p
         for p in "${problems[@]}"; do cstl_warn "error: $p"; done
-        cstl_die "nothing started"
+        cstl_die "nothing started (see above)"
     fi
 
     if [[ -n "$kpid" && -n "$ppid" ]]; then
