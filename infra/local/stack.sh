@@ -315,6 +315,10 @@ pg_start() {
         cstl_die "postgresql 15 programs not found in $PG_BIN; run make deps (or set CSTL_PG_BIN)"
     if [[ -n "$PG_USER" && ! -f "$PG_LOCATION_FILE" ]]; then
         pg_prepare_area_as_root
+    elif [[ -n "$PG_USER" ]]; then
+        mkdir -p "$PG_AREA"
+        chown "$PG_USER:" "$PG_AREA"
+        chmod 700 "$PG_AREA"
     else
         mkdir -p "$PG_AREA"
     fi
