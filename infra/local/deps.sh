@@ -20,7 +20,7 @@ DEBIAN_PACKAGES=(
     librdkafka-dev libpq-dev libavro-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libssl-dev
     postgresql kcat prometheus
     clang clang-format clang-tidy libclang-rt-14-dev
-    wrk python3-venv
+    wrk python3-venv curl jq
 )
 
 did_something=0
