@@ -13,434 +13,18 @@
  * completion callback records metrics, calls the access log and frees the request's pool: the one
  * place request memory is released.
  */
-#include "platform/http.h"
-
+#include "platform/http_internal.h"
 #include "platform/id.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <microhttpd.h>
 #include <netdb.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-#define POOL_BLOCK 4096
-#define DRAIN_MAX  (1024 * 1024) /* body bytes discarded after the cap before dropping */
-
-typedef struct route {
-    char *method;
-    char *pattern;
-    size_t nseg;
-    char *seg[CSTL_HTTP_MAX_SEGMENTS];
-    bool param[CSTL_HTTP_MAX_SEGMENTS];
-    cstl_http_handler handler;
-    void *ud;
-} route;
-
-enum server_state { STATE_NEW, STATE_STARTED, STATE_STOPPED };
-
-struct cstl_http_server {
-    char *host;
-    char *service;
-    char *problem_base;
-    size_t max_body;
-    size_t max_header;
-    unsigned max_query;
-    unsigned threads;
-    unsigned timeout;
-    cstl_http_ready_fn ready;
-    void *ready_ud;
-    cstl_http_access_fn access_log;
-    void *access_log_ud;
-    cstl_metrics *metrics;
-    cstl_metric_family *m_requests;
-    cstl_metric_family *m_duration;
-    int listen_fd;
-    int family;
-    unsigned port;
-    struct MHD_Daemon *daemon;
-    route *routes;
-    size_t nroutes;
-    size_t cap;
-    int state;
-    atomic_bool stopping;
-    pthread_mutex_t lock;
-    pthread_cond_t idle;
-    long inflight;
-};
-
-typedef struct pool_block {
-    struct pool_block *next;
-    size_t used;
-    size_t cap;
-    _Alignas(16) unsigned char data[];
-} pool_block;
-
-typedef struct cleanup {
-    struct cleanup *next;
-    void (*fn)(void *);
-    void *ptr;
-} cleanup;
-
-typedef struct header {
-    struct header *next;
-    char *name;
-    char *value;
-} header;
-
-struct cstl_http_request {
-    cstl_http_server *server;
-    struct MHD_Connection *conn;
-    pool_block *pool;
-    cleanup *cleanups;
-    const char *method;
-    const char *path;
-    const route *route;
-    const char *param_name[CSTL_HTTP_MAX_SEGMENTS];
-    const char *param_value[CSTL_HTTP_MAX_SEGMENTS];
-    size_t nparams;
-    char id[CSTL_HTTP_REQUEST_ID_MAX + 1];
-    const char *traceparent;
-    char *body;
-    size_t body_len;
-    size_t body_cap;
-    size_t drained;
-    bool too_big;
-    bool has_body;
-    struct timespec start;
-    /* The response, kept until queued. */
-    bool responded;
-    bool queued;
-    int status;
-    char *content_type;
-    char *resp_body;
-    size_t resp_len;
-    header *headers;
-};
-
-/* Request pool. */
-
-void *cstl_http_request_alloc(cstl_http_request *req, size_t size)
-{
-    size = (size + 15) & ~(size_t)15;
-    pool_block *b = req->pool;
-    if (b == NULL || b->cap - b->used < size) {
-        size_t cap = size > POOL_BLOCK ? size : POOL_BLOCK;
-        b = cstl_xmalloc(sizeof(*b) + cap);
-        b->used = 0;
-        b->cap = cap;
-        b->next = req->pool;
-        req->pool = b;
-    }
-    void *p = b->data + b->used;
-    b->used += size;
-    memset(p, 0, size);
-    return p;
-}
-
-static char *pool_strndup(cstl_http_request *req, const char *s, size_t n)
-{
-    char *p = cstl_http_request_alloc(req, n + 1);
-    memcpy(p, s, n);
-    return p;
-}
-
-static char *pool_strdup(cstl_http_request *req, const char *s)
-{
-    return pool_strndup(req, s, strlen(s));
-}
-
-void cstl_http_request_defer(cstl_http_request *req, void (*fn)(void *), void *ptr)
-{
-    cleanup *c = cstl_http_request_alloc(req, sizeof(*c));
-    c->fn = fn;
-    c->ptr = ptr;
-    c->next = req->cleanups;
-    req->cleanups = c;
-}
-
-static void request_free(cstl_http_request *req)
-{
-    for (cleanup *c = req->cleanups; c != NULL; c = c->next)
-        c->fn(c->ptr);
-    pool_block *b = req->pool;
-    while (b != NULL) {
-        pool_block *next = b->next;
-        free(b);
-        b = next;
-    }
-    free(req->body);
-    free(req->resp_body);
-    free(req);
-}
-
-/* Status table. */
-
-typedef struct status_entry {
-    int code;
-    int status;
-    const char *type;
-    const char *title;
-} status_entry;
-
-static const status_entry status_table[] = {
-    {CSTL_EPARSE, 400, "malformed-request", "malformed request"},
-    {CSTL_EDECODE, 400, "malformed-request", "malformed request"},
-    {CSTL_EINVAL, 422, "invalid-request", "invalid request"},
-    {CSTL_EAUTH, 401, "unauthenticated", "authentication required"},
-    {CSTL_EFORBIDDEN, 403, "forbidden", "forbidden"},
-    {CSTL_ENOTFOUND, 404, "not-found", "not found"},
-    {CSTL_ECONFLICT, 409, "conflict", "conflict"},
-    {CSTL_EEXISTS, 409, "conflict", "conflict"},
-    {CSTL_EPRECONDITION, 412, "precondition-failed", "precondition failed"},
-    {CSTL_ETOOBIG, 413, "too-large", "request too large"},
-    {CSTL_EUNAVAILABLE, 503, "unavailable", "service unavailable"},
-    {CSTL_ESHUTDOWN, 503, "unavailable", "service unavailable"},
-    {CSTL_ETIMEDOUT, 504, "timeout", "timed out"},
-};
-
-static const status_entry internal_entry = {CSTL_EINTERNAL, 500, "internal", "internal error"};
-
-static const status_entry *status_lookup(int code)
-{
-    for (size_t i = 0; i < CSTL_ARRAY_LEN(status_table); i++)
-        if (status_table[i].code == code)
-            return &status_table[i];
-    return &internal_entry;
-}
-
-int cstl_http_status_for_error(int code)
-{
-    return status_lookup(code)->status;
-}
-
-/* Accessors. */
-
-const char *cstl_http_request_method(const cstl_http_request *req)
-{
-    return req->method;
-}
-
-const char *cstl_http_request_path(const cstl_http_request *req)
-{
-    return req->path;
-}
-
-const char *cstl_http_request_route(const cstl_http_request *req)
-{
-    return req->route != NULL ? req->route->pattern : NULL;
-}
-
-const char *cstl_http_request_param(const cstl_http_request *req, const char *name)
-{
-    for (size_t i = 0; name != NULL && i < req->nparams; i++)
-        if (strcmp(req->param_name[i], name) == 0)
-            return req->param_value[i];
-    return NULL;
-}
-
-const char *cstl_http_request_query(const cstl_http_request *req, const char *name)
-{
-    if (name == NULL)
-        return NULL;
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
-}
-
-const char *cstl_http_request_header(const cstl_http_request *req, const char *name)
-{
-    if (name == NULL)
-        return NULL;
-    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
-}
-
-const char *cstl_http_request_body(const cstl_http_request *req, size_t *len)
-{
-    if (len != NULL)
-        *len = req->body_len;
-    return req->body != NULL ? req->body : "";
-}
-
-const char *cstl_http_request_id(const cstl_http_request *req)
-{
-    return req->id;
-}
-
-const char *cstl_http_request_traceparent(const cstl_http_request *req)
-{
-    return req->traceparent;
-}
-
-static bool all_hex(const char *s, size_t n, bool *all_zero)
-{
-    *all_zero = true;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-        if (c != '0')
-            *all_zero = false;
-    }
-    return true;
-}
-
-bool cstl_http_traceparent_valid(const char *t)
-{
-    /* version "-" trace-id(32) "-" parent-id(16) "-" flags(2): 55 chars for version 00. */
-    bool zero;
-    if (t == NULL || strlen(t) < 55 || t[2] != '-' || t[35] != '-' || t[52] != '-')
-        return false;
-    if (!all_hex(t, 2, &zero) || strncmp(t, "ff", 2) == 0)
-        return false;
-    if (!all_hex(t + 3, 32, &zero) || zero || !all_hex(t + 36, 16, &zero) || zero)
-        return false;
-    if (!all_hex(t + 53, 2, &zero))
-        return false;
-    if (strncmp(t, "00", 2) == 0)
-        return t[55] == '\0';
-    return t[55] == '\0' || t[55] == '-';
-}
-
-static bool request_id_valid(const char *s)
-{
-    size_t n = s != NULL ? strlen(s) : 0;
-    if (n == 0 || n > CSTL_HTTP_REQUEST_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
-            return false;
-    return true;
-}
-
-/* Responses. */
-
-static bool token_valid(const char *s)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    for (; *s != '\0'; s++)
-        if (!isalnum((unsigned char)*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL)
-            return false;
-    return true;
-}
-
-int cstl_http_set_header(cstl_http_request *req, const char *name, const char *value)
-{
-    if (!token_valid(name) || value == NULL || strpbrk(value, "\r\n") != NULL)
-        return CSTL_EINVAL;
-    for (header *h = req->headers; h != NULL; h = h->next) {
-        if (strcasecmp(h->name, name) == 0) {
-            h->value = pool_strdup(req, value);
-            return 0;
-        }
-    }
-    header *h = cstl_http_request_alloc(req, sizeof(*h));
-    h->name = pool_strdup(req, name);
-    h->value = pool_strdup(req, value);
-    h->next = req->headers;
-    req->headers = h;
-    return 0;
-}
-
-int cstl_http_respond(cstl_http_request *req, int status, const char *content_type,
-                      const void *body, size_t len)
-{
-    if (req->responded || status < 100 || status > 599 || (body == NULL && len > 0))
-        return CSTL_EINVAL;
-    req->responded = true;
-    req->status = status;
-    req->content_type = content_type != NULL ? pool_strdup(req, content_type) : NULL;
-    req->resp_body = cstl_xmalloc(len + 1);
-    if (len > 0)
-        memcpy(req->resp_body, body, len);
-    req->resp_len = len;
-    return 0;
-}
-
-static int respond_json_typed(cstl_http_request *req, int status, const char *type, json_t *body)
-{
-    if (body == NULL)
-        return CSTL_EINVAL;
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (text == NULL)
-        cstl_panic("cannot serialize a json response");
-    int rc = cstl_http_respond(req, status, type, text, strlen(text));
-    free(text);
-    return rc;
-}
-
-int cstl_http_respond_json(cstl_http_request *req, int status, json_t *body)
-{
-    return respond_json_typed(req, status, "application/json", body);
-}
-
-int cstl_http_respond_problem(cstl_http_request *req, int status, const char *type_suffix,
-                              const char *title, const char *detail, json_t *extensions)
-{
-    json_t *doc = json_object();
-    const char *base = req->server->problem_base;
-    if (type_suffix == NULL || strchr(type_suffix, ':') != NULL) {
-        json_object_set_new(doc, "type", json_string(type_suffix ? type_suffix : "about:blank"));
-    } else {
-        size_t n = strlen(base) + strlen(type_suffix) + 1;
-        char *type = cstl_http_request_alloc(req, n);
-        snprintf(type, n, "%s%s", base, type_suffix);
-        json_object_set_new(doc, "type", json_string(type));
-    }
-    json_object_set_new(doc, "title", json_string(title ? title : "error"));
-    json_object_set_new(doc, "status", json_integer(status));
-    if (detail != NULL)
-        json_object_set_new(doc, "detail", json_string(detail));
-    if (req->path != NULL)
-        json_object_set_new(doc, "instance", json_string(req->path));
-    json_object_set_new(doc, "request_id", json_string(req->id));
-    if (json_is_object(extensions)) {
-        const char *key;
-        json_t *value;
-        json_object_foreach(extensions, key, value)
-        {
-            if (json_object_get(doc, key) == NULL)
-                json_object_set(doc, key, value);
-        }
-    }
-    json_decref(extensions);
-    return respond_json_typed(req, status, "application/problem+json", doc);
-}
-
-int cstl_http_respond_error(cstl_http_request *req, const cstl_error *err)
-{
-    const status_entry *e = status_lookup(err != NULL ? err->code : CSTL_EINTERNAL);
-    if (e->status == 401) {
-        bool has = false;
-        for (header *h = req->headers; h != NULL; h = h->next)
-            has = has || strcasecmp(h->name, "WWW-Authenticate") == 0;
-        if (!has)
-            cstl_http_set_header(req, "WWW-Authenticate", "Bearer");
-    }
-    if (e->status >= 500)
-        return cstl_http_respond_problem(req, e->status, e->type, e->title, NULL, NULL);
-    json_t *ext = NULL;
-    if (err->detail[0] != '\0')
-        ext = json_pack("{s:s}", "hint", err->detail);
-    return cstl_http_respond_problem(req, e->status, e->type, e->title,
-                                     err->message[0] ? err->message : cstl_strerror(err->code),
-                                     ext);
-}
-
-static void respond_internal(cstl_http_request *req)
-{
-    req->responded = false;
-    free(req->resp_body);
-    req->resp_body = NULL;
-    cstl_http_respond_problem(req, 500, internal_entry.type, internal_entry.title, NULL, NULL);
-}
 
 /* Hands the stored response to MHD. */
 static enum MHD_Result queue_response(cstl_http_request *req)
@@ -455,13 +39,24 @@ static enum MHD_Result queue_response(cstl_http_request *req)
         MHD_add_response_header(resp, h->name, h->value);
     MHD_add_response_header(resp, "X-Request-Id", req->id);
     /* Unread body bytes would otherwise be parsed as the next request. */
-    bool unread = req->has_body && (req->too_big || req->body == NULL);
+    bool unread = req->has_body && !req->body_read;
     if (atomic_load(&req->server->stopping) || unread)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
     MHD_destroy_response(resp);
     req->queued = true;
     return rc;
+}
+
+static bool request_id_valid(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > CSTL_HTTP_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
 }
 
 /* Routing. */
@@ -507,12 +102,16 @@ static bool route_beats(const route *a, const route *b)
     return false;
 }
 
-int cstl_http_route(cstl_http_server *s, const char *method, const char *pattern,
-                    cstl_http_handler handler, void *ud, cstl_error *err)
+int cstl_http_route(cstl_http_server *s,
+                    const char *method,
+                    const char *pattern,
+                    cstl_http_handler handler,
+                    void *ud,
+                    cstl_error *err)
 {
     if (s->state != STATE_NEW)
         return cstl_error_set(err, CSTL_EINVAL, "routes must be added before the server starts");
-    if (!token_valid(method) || handler == NULL)
+    if (!cstl_http_token_valid(method) || handler == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "invalid method \"%s\" or missing handler",
                               method ? method : "");
     for (const char *p = method; *p; p++)
@@ -570,7 +169,7 @@ int cstl_http_route(cstl_http_server *s, const char *method, const char *pattern
 static bool match_route(cstl_http_request *req)
 {
     cstl_http_server *s = req->server;
-    char *copy = pool_strdup(req, req->path);
+    char *copy = cstl_http_pool_strdup(req, req->path);
     char *seg[CSTL_HTTP_MAX_SEGMENTS];
     int n = split_path(copy, seg);
     const char *want = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
@@ -606,7 +205,7 @@ static bool match_route(cstl_http_request *req)
     }
     if (allow_len > 0) {
         cstl_http_set_header(req, "Allow", allow);
-        char detail[320];
+        char detail[352];
         snprintf(detail, sizeof(detail), "method \"%.32s\" is not allowed here; allowed: %s",
                  req->method, allow);
         cstl_http_respond_problem(req, 405, "method-not-allowed", "method not allowed", detail,
@@ -626,8 +225,8 @@ typedef struct limit_walk {
     bool too_long;
 } limit_walk;
 
-static enum MHD_Result sum_headers(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+static enum MHD_Result
+sum_headers(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     limit_walk *w = cls;
@@ -635,8 +234,8 @@ static enum MHD_Result sum_headers(void *cls, enum MHD_ValueKind kind, const cha
     return MHD_YES;
 }
 
-static enum MHD_Result check_query(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+static enum MHD_Result
+check_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     limit_walk *w = cls;
@@ -686,15 +285,15 @@ static bool check_request(cstl_http_request *req, const char *url)
     return match_route(req);
 }
 
-static cstl_http_request *request_new(cstl_http_server *s, struct MHD_Connection *conn,
-                                      const char *url, const char *method)
+static cstl_http_request *
+request_new(cstl_http_server *s, struct MHD_Connection *conn, const char *url, const char *method)
 {
     cstl_http_request *req = cstl_xcalloc(1, sizeof(*req));
     clock_gettime(CLOCK_MONOTONIC, &req->start);
     req->server = s;
     req->conn = conn;
-    req->method = pool_strdup(req, method);
-    req->path = pool_strdup(req, url);
+    req->method = cstl_http_pool_strdup(req, method);
+    req->path = cstl_http_pool_strdup(req, url);
     const char *rid = cstl_http_request_header(req, "X-Request-Id");
     if (request_id_valid(rid))
         snprintf(req->id, sizeof(req->id), "%s", rid);
@@ -722,12 +321,17 @@ static void run_handler(cstl_http_request *req)
      * generic 500 whatever it returned. */
     (void)req->route->handler(req, req->route->ud);
     if (!req->responded)
-        respond_internal(req);
+        cstl_http_respond_internal(req);
 }
 
-static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
-                                      const char *method, const char *version,
-                                      const char *upload, size_t *upload_size, void **con_cls)
+static enum MHD_Result access_handler(void *cls,
+                                      struct MHD_Connection *conn,
+                                      const char *url,
+                                      const char *method,
+                                      const char *version,
+                                      const char *upload,
+                                      size_t *upload_size,
+                                      void **con_cls)
 {
     (void)version;
     cstl_http_server *s = cls;
@@ -759,6 +363,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req->body[req->body_len] = '\0';
         return MHD_YES;
     }
+    req->body_read = true;
     if (req->queued)
         return MHD_YES;
     run_handler(req);
@@ -767,15 +372,16 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 
 static const char *method_label(const char *m)
 {
-    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                        "OPTIONS"};
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
     for (size_t i = 0; i < CSTL_ARRAY_LEN(known); i++)
         if (strcmp(m, known[i]) == 0)
             return known[i];
     return "other";
 }
 
-static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+static void request_completed(void *cls,
+                              struct MHD_Connection *conn,
+                              void **con_cls,
                               enum MHD_RequestTerminationCode toe)
 {
     (void)conn;
@@ -786,17 +392,11 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     *con_cls = NULL;
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
-    double secs = (double)(end.tv_sec - req->start.tv_sec) +
-                  (double)(end.tv_nsec - req->start.tv_nsec) / 1e9;
+    double secs =
+        (double)(end.tv_sec - req->start.tv_sec) + (double)(end.tv_nsec - req->start.tv_nsec) / 1e9;
     const char *rlabel = req->route ? req->route->pattern : "unmatched";
     int status = req->queued ? req->status : 0;
-    if (status != 0) {
-        char code[8];
-        snprintf(code, sizeof(code), "%d", status);
-        const char *labels[] = {method_label(req->method), rlabel, code};
-        cstl_metrics_counter_inc(cstl_metrics_child(s->m_requests, labels));
-        cstl_metrics_histogram_observe(cstl_metrics_child(s->m_duration, &rlabel), secs);
-    }
+    /* The access log first: once a request is counted, its log line has been written. */
     if (s->access_log != NULL) {
         cstl_http_access a = {
             .service = s->service,
@@ -813,7 +413,14 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
         };
         s->access_log(s->access_log_ud, &a);
     }
-    request_free(req);
+    if (status != 0) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", status);
+        const char *labels[] = {method_label(req->method), rlabel, code};
+        cstl_metrics_histogram_observe(cstl_metrics_child(s->m_duration, &rlabel), secs);
+        cstl_metrics_counter_inc(cstl_metrics_child(s->m_requests, labels));
+    }
+    cstl_http_request_free(req);
     pthread_mutex_lock(&s->lock);
     if (--s->inflight == 0)
         pthread_cond_broadcast(&s->idle);
@@ -859,15 +466,15 @@ static int bind_listener(cstl_http_server *s, cstl_error *err)
     bool v6 = strchr(s->host, ':') != NULL;
     char where[300];
     snprintf(where, sizeof(where), v6 ? "[%s]:%u" : "%s:%u", s->host, s->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int gai = getaddrinfo(s->host, port, &hints, &ai);
     if (gai != 0)
         return cstl_error_set(err, CSTL_ECONFIG, "cannot resolve listen address \"%s\": %s",
                               s->host, gai_strerror(gai));
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     int one = 1, e = 0;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0)
@@ -888,7 +495,7 @@ static int bind_listener(cstl_http_server *s, cstl_error *err)
     socklen_t alen = sizeof(addr);
     getsockname(fd, (struct sockaddr *)&addr, &alen);
     s->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
-                                                : ((struct sockaddr_in *)&addr)->sin_port);
+                                               : ((struct sockaddr_in *)&addr)->sin_port);
     s->listen_fd = fd;
     return 0;
 }
@@ -908,7 +515,8 @@ cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error
     cstl_http_server *s = cstl_xcalloc(1, sizeof(*s));
     s->host = cstl_xstrdup(o.host && *o.host ? o.host : CSTL_HTTP_DEFAULT_HOST);
     s->service = cstl_xstrdup(o.service && *o.service ? o.service : "constellation");
-    s->problem_base = cstl_xstrdup(o.problem_base ? o.problem_base : CSTL_HTTP_DEFAULT_PROBLEM_BASE);
+    s->problem_base =
+        cstl_xstrdup(o.problem_base ? o.problem_base : CSTL_HTTP_DEFAULT_PROBLEM_BASE);
     s->port = o.port;
     s->threads = o.threads ? o.threads : CSTL_HTTP_DEFAULT_THREADS;
     s->max_body = o.max_body_bytes ? o.max_body_bytes : CSTL_HTTP_DEFAULT_MAX_BODY;
@@ -923,14 +531,15 @@ cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error
     s->listen_fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
-    s->m_requests = cstl_metrics_counter(s->metrics, "http_requests_total",
-                                         "HTTP requests answered, by method, route and status.",
-                                         (const char *const[]){"method", "route", "status", NULL},
-                                         err);
-    s->m_duration = s->m_requests == NULL ? NULL
-                    : cstl_metrics_histogram(s->metrics, "http_request_duration_seconds",
-                                             "HTTP request duration in seconds, by route.",
-                                             (const char *const[]){"route", NULL}, NULL, 0, err);
+    s->m_requests = cstl_metrics_counter(
+        s->metrics, "http_requests_total", "HTTP requests answered, by method, route and status.",
+        (const char *const[]){"method", "route", "status", NULL}, err);
+    s->m_duration =
+        s->m_requests == NULL
+            ? NULL
+            : cstl_metrics_histogram(s->metrics, "http_request_duration_seconds",
+                                     "HTTP request duration in seconds, by route.",
+                                     (const char *const[]){"route", NULL}, NULL, 0, err);
     if (s->m_duration == NULL || bind_listener(s, err) != 0 ||
         cstl_http_route(s, "GET", "/healthz", handle_healthz, NULL, err) != 0 ||
         cstl_http_route(s, "GET", "/readyz", handle_readyz, NULL, err) != 0 ||
@@ -957,11 +566,11 @@ int cstl_http_server_start(cstl_http_server *s, cstl_error *err)
      * buffer, in the connection's pool: twice the header cap plus 16 KiB covers it, and
      * check_request enforces the exact cap. */
     size_t memory = s->max_header * 2 + 16 * 1024;
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-        MHD_OPTION_THREAD_POOL_SIZE, s->threads, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-        s, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_LISTEN_SOCKET,
+                                 s->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, s->threads,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, s->timeout,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory,
+                                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_END);
     if (s->daemon == NULL)
         return cstl_error_set(err, CSTL_EIO, "cannot start the http server on port \"%u\"",
                               s->port);

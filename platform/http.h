@@ -23,22 +23,23 @@
 #include "platform/metrics.h"
 
 #include <jansson.h>
+
 #include <stddef.h>
 
 typedef struct cstl_http_server cstl_http_server;
 typedef struct cstl_http_request cstl_http_request;
 
 /* Defaults used for zero option fields. */
-#define CSTL_HTTP_DEFAULT_HOST          "127.0.0.1"
-#define CSTL_HTTP_DEFAULT_THREADS       4
-#define CSTL_HTTP_DEFAULT_MAX_BODY      (1024 * 1024)
-#define CSTL_HTTP_DEFAULT_MAX_HEADER    (16 * 1024)
-#define CSTL_HTTP_DEFAULT_TIMEOUT       30
-#define CSTL_HTTP_DEFAULT_MAX_QUERY     64   /* query parameters per request */
-#define CSTL_HTTP_MAX_QUERY_VALUE       2048 /* bytes in one decoded query name or value */
-#define CSTL_HTTP_MAX_SEGMENTS          32   /* path segments in a pattern or a matched path */
-#define CSTL_HTTP_REQUEST_ID_MAX        64
-#define CSTL_HTTP_DEFAULT_PROBLEM_BASE  "/problems/"
+#define CSTL_HTTP_DEFAULT_HOST         "127.0.0.1"
+#define CSTL_HTTP_DEFAULT_THREADS      4
+#define CSTL_HTTP_DEFAULT_MAX_BODY     (1024 * 1024)
+#define CSTL_HTTP_DEFAULT_MAX_HEADER   (16 * 1024)
+#define CSTL_HTTP_DEFAULT_TIMEOUT      30
+#define CSTL_HTTP_DEFAULT_MAX_QUERY    64   /* query parameters per request */
+#define CSTL_HTTP_MAX_QUERY_VALUE      2048 /* bytes in one decoded query name or value */
+#define CSTL_HTTP_MAX_SEGMENTS         32   /* path segments in a pattern or a matched path */
+#define CSTL_HTTP_REQUEST_ID_MAX       64
+#define CSTL_HTTP_DEFAULT_PROBLEM_BASE "/problems/"
 
 /* A handler: answers req with one cstl_http_respond* call and returns 0. Returning non-zero
  * without having responded makes the server answer a generic 500 problem. */
@@ -50,10 +51,10 @@ typedef int (*cstl_http_ready_fn)(void *ud, cstl_error *why);
 
 /* One finished request, for the access log. Every pointer is borrowed for the call only. */
 typedef struct cstl_http_access {
-    const char *service;     /* the service option */
+    const char *service; /* the service option */
     const char *method;
     const char *path;
-    const char *route;       /* the matched pattern, or "unmatched" */
+    const char *route; /* the matched pattern, or "unmatched" */
     const char *request_id;
     const char *traceparent; /* NULL when absent or invalid */
     int status;              /* 0 when no response could be sent */
@@ -68,11 +69,11 @@ typedef void (*cstl_http_access_fn)(void *ud, const cstl_http_access *entry);
 
 /* Server options; zero fields take the documented defaults. Strings are copied by server_new. */
 typedef struct cstl_http_options {
-    const char *host;          /* bind address (numeric or name); default 127.0.0.1 */
-    unsigned port;             /* 0 = ephemeral, see cstl_http_server_port */
-    unsigned threads;          /* thread pool size; default 4 */
-    size_t max_body_bytes;     /* request body cap, over it 413; default 1 MiB */
-    size_t max_header_bytes;   /* request line + headers cap, over it 431 (or 414); default 16 KiB */
+    const char *host;        /* bind address (numeric or name); default 127.0.0.1 */
+    unsigned port;           /* 0 = ephemeral, see cstl_http_server_port */
+    unsigned threads;        /* thread pool size; default 4 */
+    size_t max_body_bytes;   /* request body cap, over it 413; default 1 MiB */
+    size_t max_header_bytes; /* request line + headers cap, over it 431 (or 414); default 16 KiB */
     unsigned max_query_params; /* default 64; more is a 400 */
     unsigned timeout_seconds;  /* idle connection timeout; default 30 */
     const char *service;       /* service name, passed to the access log; default "constellation" */
@@ -100,8 +101,12 @@ cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error
  * Only before cstl_http_server_start. Returns 0, or CSTL_EINVAL (bad method or pattern, server
  * started) or CSTL_EEXISTS (same method and same pattern shape already routed), with err filled.
  */
-int cstl_http_route(cstl_http_server *server, const char *method, const char *pattern,
-                    cstl_http_handler handler, void *ud, cstl_error *err);
+int cstl_http_route(cstl_http_server *server,
+                    const char *method,
+                    const char *pattern,
+                    cstl_http_handler handler,
+                    void *ud,
+                    cstl_error *err);
 
 /* Starts serving on the thread pool. Returns 0, or CSTL_EINVAL (already started or stopped) or
  * CSTL_EIO (the daemon could not start) with err filled. */
@@ -132,10 +137,10 @@ int cstl_http_status_for_error(int code);
 
 /* Request accessors. Strings are borrowed until the request completes; NULL when absent. */
 const char *cstl_http_request_method(const cstl_http_request *req);
-const char *cstl_http_request_path(const cstl_http_request *req); /* decoded, without query */
+const char *cstl_http_request_path(const cstl_http_request *req);  /* decoded, without query */
 const char *cstl_http_request_route(const cstl_http_request *req); /* the matched pattern */
 const char *cstl_http_request_param(const cstl_http_request *req, const char *name);
-const char *cstl_http_request_query(const cstl_http_request *req, const char *name); /* decoded */
+const char *cstl_http_request_query(const cstl_http_request *req, const char *name);  /* decoded */
 const char *cstl_http_request_header(const cstl_http_request *req, const char *name); /* any case */
 
 /* The body (NUL-terminated, so JSON parsers can take it) and its length; "" when none. */
@@ -170,8 +175,8 @@ int cstl_http_set_header(cstl_http_request *req, const char *name, const char *v
  * may be NULL for none. Returns 0, or CSTL_EINVAL when the request was already answered or status
  * is outside 100..599.
  */
-int cstl_http_respond(cstl_http_request *req, int status, const char *content_type,
-                      const void *body, size_t len);
+int cstl_http_respond(
+    cstl_http_request *req, int status, const char *content_type, const void *body, size_t len);
 
 /* Answers with body serialized as application/json. Steals the reference to body, also on
  * failure. Returns as cstl_http_respond. */
@@ -184,8 +189,12 @@ int cstl_http_respond_json(cstl_http_request *req, int status, json_t *body);
  * path) and request_id. The members of extensions (stolen, may be NULL) are added, except those
  * reserved names. Returns as cstl_http_respond.
  */
-int cstl_http_respond_problem(cstl_http_request *req, int status, const char *type_suffix,
-                              const char *title, const char *detail, json_t *extensions);
+int cstl_http_respond_problem(cstl_http_request *req,
+                              int status,
+                              const char *type_suffix,
+                              const char *title,
+                              const char *detail,
+                              json_t *extensions);
 
 /*
  * Answers err as a problem with the status of cstl_http_status_for_error(err->code). For 4xx the

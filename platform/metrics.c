@@ -37,8 +37,8 @@ struct cstl_metric {
     cstl_metric_family *family;
     int kind;
     uint64_t hash;
-    _Atomic uint64_t bits;     /* counter/gauge value, or histogram sum */
-    _Atomic uint64_t *counts;  /* histogram: nbuckets + 1 non-cumulative counts */
+    _Atomic uint64_t bits;    /* counter/gauge value, or histogram sum */
+    _Atomic uint64_t *counts; /* histogram: nbuckets + 1 non-cumulative counts */
     const char *values[CSTL_METRICS_MAX_LABELS];
 };
 
@@ -305,8 +305,11 @@ static cstl_metric_family *find_family(cstl_metrics *reg, const char *name, size
 }
 
 /* True when an existing family has the shape asked for (same labels; same buckets). */
-static bool family_same_shape(const cstl_metric_family *f, const char *const *labels, size_t nlabels,
-                              const double *buckets, size_t nbuckets)
+static bool family_same_shape(const cstl_metric_family *f,
+                              const char *const *labels,
+                              size_t nlabels,
+                              const double *buckets,
+                              size_t nbuckets)
 {
     if (f->nlabels != nlabels)
         return false;
@@ -323,10 +326,15 @@ static bool family_same_shape(const cstl_metric_family *f, const char *const *la
     return true;
 }
 
-static cstl_metric_family *family_register(cstl_metrics *reg, int kind, const char *name,
-                                           const char *help, const char *const *labels,
-                                           const double *buckets, size_t nbuckets,
-                                           cstl_metrics_collect_fn collect, void *ud,
+static cstl_metric_family *family_register(cstl_metrics *reg,
+                                           int kind,
+                                           const char *name,
+                                           const char *help,
+                                           const char *const *labels,
+                                           const double *buckets,
+                                           size_t nbuckets,
+                                           cstl_metrics_collect_fn collect,
+                                           void *ud,
                                            cstl_error *err)
 {
     if (reg == NULL) {
@@ -358,8 +366,8 @@ static cstl_metric_family *family_register(cstl_metrics *reg, int kind, const ch
         }
         for (size_t j = 0; j < nlabels; j++) {
             if (strcmp(labels[j], l) == 0) {
-                cstl_error_set(err, CSTL_EINVAL, "duplicate label name \"%s\" for metric \"%s\"",
-                               l, name);
+                cstl_error_set(err, CSTL_EINVAL, "duplicate label name \"%s\" for metric \"%s\"", l,
+                               name);
                 return NULL;
             }
         }
@@ -396,9 +404,8 @@ static cstl_metric_family *family_register(cstl_metrics *reg, int kind, const ch
             cstl_error_set(err, CSTL_EEXISTS, "metric \"%s\" is already registered as a %s", name,
                            kind_words[f->kind]);
         else
-            cstl_error_set(err, CSTL_EEXISTS,
-                           "metric \"%s\" is already registered with other %s", name,
-                           kind == KIND_GAUGE_FUNC ? "callback" : "labels or buckets");
+            cstl_error_set(err, CSTL_EEXISTS, "metric \"%s\" is already registered with other %s",
+                           name, kind == KIND_GAUGE_FUNC ? "callback" : "labels or buckets");
         return NULL;
     }
     f = cstl_xcalloc(1, sizeof(*f));
@@ -428,34 +435,46 @@ static cstl_metric_family *family_register(cstl_metrics *reg, int kind, const ch
     return f;
 }
 
-cstl_metric_family *cstl_metrics_counter(cstl_metrics *reg, const char *name, const char *help,
-                                         const char *const *label_names, cstl_error *err)
+cstl_metric_family *cstl_metrics_counter(cstl_metrics *reg,
+                                         const char *name,
+                                         const char *help,
+                                         const char *const *label_names,
+                                         cstl_error *err)
 {
     return family_register(reg, KIND_COUNTER, name, help, label_names, NULL, 0, NULL, NULL, err);
 }
 
-cstl_metric_family *cstl_metrics_gauge(cstl_metrics *reg, const char *name, const char *help,
-                                       const char *const *label_names, cstl_error *err)
+cstl_metric_family *cstl_metrics_gauge(cstl_metrics *reg,
+                                       const char *name,
+                                       const char *help,
+                                       const char *const *label_names,
+                                       cstl_error *err)
 {
     return family_register(reg, KIND_GAUGE, name, help, label_names, NULL, 0, NULL, NULL, err);
 }
 
-cstl_metric_family *cstl_metrics_histogram(cstl_metrics *reg, const char *name, const char *help,
-                                           const char *const *label_names, const double *buckets,
-                                           size_t nbuckets, cstl_error *err)
+cstl_metric_family *cstl_metrics_histogram(cstl_metrics *reg,
+                                           const char *name,
+                                           const char *help,
+                                           const char *const *label_names,
+                                           const double *buckets,
+                                           size_t nbuckets,
+                                           cstl_error *err)
 {
     return family_register(reg, KIND_HISTOGRAM, name, help, label_names, buckets, nbuckets, NULL,
                            NULL, err);
 }
 
-cstl_metric_family *cstl_metrics_gauge_func(cstl_metrics *reg, const char *name, const char *help,
+cstl_metric_family *cstl_metrics_gauge_func(cstl_metrics *reg,
+                                            const char *name,
+                                            const char *help,
                                             const char *const *label_names,
-                                            cstl_metrics_collect_fn collect, void *ud,
+                                            cstl_metrics_collect_fn collect,
+                                            void *ud,
                                             cstl_error *err)
 {
     if (collect == NULL) {
-        cstl_error_set(err, CSTL_EINVAL, "callback gauge \"%s\" has no callback",
-                       name ? name : "");
+        cstl_error_set(err, CSTL_EINVAL, "callback gauge \"%s\" has no callback", name ? name : "");
         return NULL;
     }
     return family_register(reg, KIND_GAUGE_FUNC, name, help, label_names, NULL, 0, collect, ud,
@@ -543,8 +562,11 @@ double cstl_metrics_value(const cstl_metric *m)
 }
 
 /* Writes `name{l1="v1",...,extra}` (suffix appended to the name; extra may be NULL). */
-static void render_series(sbuf *b, const cstl_metric_family *f, const char *suffix,
-                          const char *const *values, const char *extra)
+static void render_series(sbuf *b,
+                          const cstl_metric_family *f,
+                          const char *suffix,
+                          const char *const *values,
+                          const char *extra)
 {
     sb_str(b, f->name);
     if (suffix != NULL)
@@ -568,8 +590,12 @@ static void render_series(sbuf *b, const cstl_metric_family *f, const char *suff
     sb_add(b, "}", 1);
 }
 
-static void render_sample(sbuf *b, const cstl_metric_family *f, const char *suffix,
-                          const char *const *values, const char *extra, double value)
+static void render_sample(sbuf *b,
+                          const cstl_metric_family *f,
+                          const char *suffix,
+                          const char *const *values,
+                          const char *extra,
+                          double value)
 {
     render_series(b, f, suffix, values, extra);
     sb_add(b, " ", 1);

@@ -26,17 +26,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CSTL_METRICS_MAX_LABELS       4    /* label names per family */
-#define CSTL_METRICS_MAX_NAME         128  /* bytes in a metric or label name */
-#define CSTL_METRICS_MAX_HELP         1024 /* bytes in a help text */
-#define CSTL_METRICS_MAX_LABEL_VALUE  256  /* bytes in one label value */
-#define CSTL_METRICS_MAX_CHILDREN     10000 /* label-value tuples per family (cardinality cap) */
-#define CSTL_METRICS_MAX_BUCKETS      64   /* histogram buckets, +Inf excluded */
+#define CSTL_METRICS_MAX_LABELS      4     /* label names per family */
+#define CSTL_METRICS_MAX_NAME        128   /* bytes in a metric or label name */
+#define CSTL_METRICS_MAX_HELP        1024  /* bytes in a help text */
+#define CSTL_METRICS_MAX_LABEL_VALUE 256   /* bytes in one label value */
+#define CSTL_METRICS_MAX_CHILDREN    10000 /* label-value tuples per family (cardinality cap) */
+#define CSTL_METRICS_MAX_BUCKETS     64    /* histogram buckets, +Inf excluded */
 
-typedef struct cstl_metrics cstl_metrics;               /* a registry */
-typedef struct cstl_metric_family cstl_metric_family;   /* a named metric with label names */
-typedef struct cstl_metric cstl_metric;                 /* one child: a tuple of label values */
-typedef struct cstl_metrics_sink cstl_metrics_sink;     /* where a collect callback writes */
+typedef struct cstl_metrics cstl_metrics;             /* a registry */
+typedef struct cstl_metric_family cstl_metric_family; /* a named metric with label names */
+typedef struct cstl_metric cstl_metric;               /* one child: a tuple of label values */
+typedef struct cstl_metrics_sink cstl_metrics_sink;   /* where a collect callback writes */
 
 /*
  * A collect callback computes the samples of a callback gauge family at render time, by calling
@@ -67,12 +67,18 @@ cstl_metrics *cstl_metrics_default(void);
  * different type or label names it fails with CSTL_EEXISTS. Returns the family (owned by reg) or
  * NULL with err filled (CSTL_EINVAL for an invalid name, CSTL_EEXISTS).
  */
-cstl_metric_family *cstl_metrics_counter(cstl_metrics *reg, const char *name, const char *help,
-                                         const char *const *label_names, cstl_error *err);
+cstl_metric_family *cstl_metrics_counter(cstl_metrics *reg,
+                                         const char *name,
+                                         const char *help,
+                                         const char *const *label_names,
+                                         cstl_error *err);
 
 /* Registers (or finds) a gauge family; as cstl_metrics_counter. */
-cstl_metric_family *cstl_metrics_gauge(cstl_metrics *reg, const char *name, const char *help,
-                                       const char *const *label_names, cstl_error *err);
+cstl_metric_family *cstl_metrics_gauge(cstl_metrics *reg,
+                                       const char *name,
+                                       const char *help,
+                                       const char *const *label_names,
+                                       cstl_error *err);
 
 /*
  * Registers (or finds) a histogram family; as cstl_metrics_counter. buckets holds nbuckets finite
@@ -80,9 +86,13 @@ cstl_metric_family *cstl_metrics_gauge(cstl_metrics *reg, const char *name, cons
  * CSTL_METRICS_LATENCY_BUCKETS. "le" is not allowed as a label name. Registering again requires the
  * same buckets. The buckets are copied.
  */
-cstl_metric_family *cstl_metrics_histogram(cstl_metrics *reg, const char *name, const char *help,
-                                           const char *const *label_names, const double *buckets,
-                                           size_t nbuckets, cstl_error *err);
+cstl_metric_family *cstl_metrics_histogram(cstl_metrics *reg,
+                                           const char *name,
+                                           const char *help,
+                                           const char *const *label_names,
+                                           const double *buckets,
+                                           size_t nbuckets,
+                                           cstl_error *err);
 
 /* Default histogram buckets, in seconds: 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10. */
 extern const double CSTL_METRICS_LATENCY_BUCKETS[11];
@@ -93,9 +103,12 @@ extern const double CSTL_METRICS_LATENCY_BUCKETS[11];
  * ud is borrowed until cstl_metrics_unregister(reg, name) returns or reg is freed. Returns the
  * family or NULL with err filled.
  */
-cstl_metric_family *cstl_metrics_gauge_func(cstl_metrics *reg, const char *name, const char *help,
+cstl_metric_family *cstl_metrics_gauge_func(cstl_metrics *reg,
+                                            const char *name,
+                                            const char *help,
                                             const char *const *label_names,
-                                            cstl_metrics_collect_fn collect, void *ud,
+                                            cstl_metrics_collect_fn collect,
+                                            void *ud,
                                             cstl_error *err);
 
 /*

@@ -23,7 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* cmocka needs the standard headers above; keep it last. */
+// clang-format off
 #include <cmocka.h>
+// clang-format on
 
 /* The client. */
 
@@ -31,13 +34,13 @@
 
 typedef struct response {
     int status;
-    char *raw;        /* everything read, headers NUL-split in place */
+    char *raw; /* everything read, headers NUL-split in place */
     size_t nheaders;
     const char *name[MAX_HEADERS];
     const char *value[MAX_HEADERS];
     const char *body; /* NUL-terminated */
     size_t body_len;
-    bool closed;      /* the server closed the connection without any response */
+    bool closed; /* the server closed the connection without any response */
 } response;
 
 static void response_free(response *r)
@@ -236,11 +239,11 @@ static int h_drain(cstl_http_request *req, void *ud)
     assert_int_equal(cstl_http_set_header(req, "Bad Name", "x"), CSTL_EINVAL);
     assert_int_equal(cstl_http_set_header(req, "X-Drained", "old"), 0);
     assert_int_equal(cstl_http_set_header(req, "x-drained", "yes"), 0);
-    assert_int_equal(cstl_http_respond_json(req, 202,
-                                            json_pack("{s:s, s:I}", "uuid",
-                                                      cstl_http_request_param(req, "uuid"),
-                                                      "bytes", (json_int_t)len)),
-                     0);
+    assert_int_equal(
+        cstl_http_respond_json(req, 202,
+                               json_pack("{s:s, s:I}", "uuid", cstl_http_request_param(req, "uuid"),
+                                         "bytes", (json_int_t)len)),
+        0);
     /* A second answer is refused. */
     assert_int_equal(cstl_http_respond(req, 200, "text/plain", "x", 1), CSTL_EINVAL);
     return 0;
@@ -498,8 +501,8 @@ static void test_header_limit(void **state)
     memset(extra + 7, 'b', big);
     strcpy(extra + 7 + big, "\r\n");
     char *raw = malloc(big + 256);
-    int n = snprintf(raw, big + 256, "GET /healthz HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n",
-                     extra);
+    int n = snprintf(raw, big + 256,
+                     "GET /healthz HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n", extra);
     response r;
     exchange(f->port, raw, (size_t)n, &r);
     json_t *doc = assert_problem(&r, 431, "/problems/headers-too-large", "/healthz");
@@ -678,6 +681,20 @@ static void test_healthz_readyz(void **state)
     response_free(&r);
 }
 
+/* Requests are counted at completion, which can trail the client's receipt by a moment: waits
+ * (up to 2 s) until the counter of (method, route, status) reaches want. */
+static void
+wait_count(fixture *f, const char *method, const char *route, const char *status, double want)
+{
+    cstl_metric_family *fam =
+        cstl_metrics_counter(f->metrics, "http_requests_total", NULL,
+                             (const char *const[]){"method", "route", "status", NULL}, NULL);
+    cstl_metric *c = cstl_metrics_child(fam, (const char *const[]){method, route, status});
+    for (int i = 0; i < 200 && cstl_metrics_value(c) < want; i++)
+        usleep(10000);
+    assert_true(cstl_metrics_value(c) == want);
+}
+
 static void test_metrics_endpoint(void **state)
 {
     fixture *f = *state;
@@ -688,13 +705,15 @@ static void test_metrics_endpoint(void **state)
     response_free(&r);
     get(f->port, "/missing", "", &r);
     response_free(&r);
+    wait_count(f, "GET", "/healthz", "200", 2);
+    wait_count(f, "GET", "unmatched", "404", 1);
     get(f->port, "/metrics", "", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(header_of(&r, "Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
-    assert_non_null(
-        strstr(r.body, "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2\n"));
-    assert_non_null(
-        strstr(r.body, "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"));
+    assert_non_null(strstr(
+        r.body, "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2\n"));
+    assert_non_null(strstr(
+        r.body, "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"));
     assert_non_null(strstr(r.body, "http_request_duration_seconds_count{route=\"/healthz\"} 2\n"));
     response_free(&r);
     pthread_mutex_lock(&f->log_lock);
@@ -799,14 +818,7 @@ static void test_concurrent_clients(void **state)
         total += (long)ok;
     }
     assert_int_equal(total, CLIENTS * PER_CLIENT);
-    cstl_metric_family *fam = cstl_metrics_counter(
-        f->metrics, "http_requests_total", NULL,
-        (const char *const[]){"method", "route", "status", NULL}, NULL);
-    cstl_metric *c = cstl_metrics_child(fam, (const char *const[]){"GET", "/v1/jobs/{id}", "200"});
-    /* Completion (and so counting) can trail the last byte received by a moment. */
-    for (int i = 0; i < 100 && cstl_metrics_value(c) < CLIENTS * PER_CLIENT; i++)
-        usleep(10000);
-    assert_true(cstl_metrics_value(c) == CLIENTS * PER_CLIENT);
+    wait_count(f, "GET", "/v1/jobs/{id}", "200", CLIENTS * PER_CLIENT);
 }
 
 static void test_route_registration(void **state)

@@ -13,7 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* cmocka needs the standard headers above; keep it last. */
+// clang-format off
 #include <cmocka.h>
+// clang-format on
 
 /* Renders reg and compares with expected exactly. */
 static void assert_render(cstl_metrics *reg, const char *expected)
@@ -43,8 +46,8 @@ static void test_counter_exact(void **state)
     (void)state;
     cstl_metrics *reg = cstl_metrics_new();
     cstl_error err;
-    cstl_metric_family *f = cstl_metrics_counter(reg, "jobs_submitted_total", "Jobs submitted.",
-                                                 NULL, &err);
+    cstl_metric_family *f =
+        cstl_metrics_counter(reg, "jobs_submitted_total", "Jobs submitted.", NULL, &err);
     assert_non_null(f);
     cstl_metric *c = cstl_metrics_child(f, NULL);
     cstl_metrics_counter_inc(c);
@@ -145,19 +148,19 @@ static void test_registration_rules(void **state)
     assert_null(cstl_metrics_counter(reg, NULL, NULL, NULL, &err));
     assert_true(cstl_metrics_name_valid("a:b_c9"));
     assert_true(cstl_metrics_name_valid("_x"));
-    assert_null(cstl_metrics_counter(reg, "bad_label", NULL, (const char *const[]){"a:b", NULL},
-                                     &err));
+    assert_null(
+        cstl_metrics_counter(reg, "bad_label", NULL, (const char *const[]){"a:b", NULL}, &err));
     assert_string_equal(err.message, "invalid label name \"a:b\" for metric \"bad_label\"");
-    assert_null(cstl_metrics_counter(reg, "reserved", NULL, (const char *const[]){"__x", NULL},
-                                     &err));
-    assert_null(cstl_metrics_counter(reg, "dup", NULL, (const char *const[]){"a", "a", NULL},
-                                     &err));
-    assert_null(cstl_metrics_counter(
-        reg, "five", NULL, (const char *const[]){"a", "b", "c", "d", "e", NULL}, &err));
-    assert_non_null(cstl_metrics_counter(
-        reg, "four", NULL, (const char *const[]){"a", "b", "c", "d", NULL}, &err));
-    assert_null(cstl_metrics_histogram(reg, "h", NULL, (const char *const[]){"le", NULL}, NULL,
-                                       0, &err));
+    assert_null(
+        cstl_metrics_counter(reg, "reserved", NULL, (const char *const[]){"__x", NULL}, &err));
+    assert_null(
+        cstl_metrics_counter(reg, "dup", NULL, (const char *const[]){"a", "a", NULL}, &err));
+    assert_null(cstl_metrics_counter(reg, "five", NULL,
+                                     (const char *const[]){"a", "b", "c", "d", "e", NULL}, &err));
+    assert_non_null(cstl_metrics_counter(reg, "four", NULL,
+                                         (const char *const[]){"a", "b", "c", "d", NULL}, &err));
+    assert_null(
+        cstl_metrics_histogram(reg, "h", NULL, (const char *const[]){"le", NULL}, NULL, 0, &err));
     static const double unsorted[] = {1, 0.5};
     assert_null(cstl_metrics_histogram(reg, "h", NULL, NULL, unsorted, 2, &err));
     static const double inf[] = {1, INFINITY};
@@ -365,18 +368,16 @@ static void test_promtool_accepts(void **state)
     }
     cstl_metrics *reg = cstl_metrics_new();
     static const char *const method_route[] = {"method", "route", NULL};
-    cstl_metric_family *c = cstl_metrics_counter(reg, "http_requests_total",
-                                                 "HTTP requests \"served\"\nby route.",
-                                                 method_route, NULL);
+    cstl_metric_family *c = cstl_metrics_counter(
+        reg, "http_requests_total", "HTTP requests \"served\"\nby route.", method_route, NULL);
     cstl_metrics_counter_add(cstl_metrics_child(c, (const char *const[]){"GET", "/v1/jobs/{id}"}),
                              3);
     cstl_metrics_counter_inc(cstl_metrics_child(c, (const char *const[]){"POST", "a\\b\"c\nd"}));
-    cstl_metric_family *g =
-        cstl_metrics_gauge(reg, "queue_depth", "Jobs waiting.", NULL, NULL);
+    cstl_metric_family *g = cstl_metrics_gauge(reg, "queue_depth", "Jobs waiting.", NULL, NULL);
     cstl_metrics_gauge_set(cstl_metrics_child(g, NULL), -2.5e-7);
-    cstl_metric_family *h = cstl_metrics_histogram(reg, "http_request_duration_seconds",
-                                                   "Latency.", (const char *const[]){"route", NULL},
-                                                   NULL, 0, NULL);
+    cstl_metric_family *h =
+        cstl_metrics_histogram(reg, "http_request_duration_seconds", "Latency.",
+                               (const char *const[]){"route", NULL}, NULL, 0, NULL);
     cstl_metrics_histogram_observe(cstl_metrics_child(h, (const char *const[]){"/healthz"}), 0.2);
     cstl_metrics_histogram_observe(cstl_metrics_child(h, (const char *const[]){"/metrics"}), 20);
     assert_non_null(cstl_metrics_gauge_func(reg, "consumer_lag", "Lag by partition.",
