@@ -18,6 +18,8 @@
 
 static char repo[64];
 
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void sh(const char *fmt, ...)
 {
     char cmd[2048];
