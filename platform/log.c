@@ -99,6 +99,9 @@ static int reserved_key(const char *key)
 }
 
 static void log_emit(cstl_log_level level, const char *component, json_t *fields, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void log_emit(cstl_log_level level, const char *component, json_t *fields, const char *fmt,
                      va_list ap)
 {
     char ts[40];
