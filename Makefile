@@ -64,4 +64,4 @@ bench: build
 	@bash bench/run.sh $(BUILD)
 
 clean:
-	@rm -rf $(BUILD) $(BUILD_ASAN)
+	@rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz

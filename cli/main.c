@@ -2,6 +2,7 @@
  * main.c - the `constellation` executable: dispatches to one subcommand per service and admin task.
  */
 #include "cli/cli.h"
+#include "cli/schemas.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,7 @@ static const subcommand subcommands[] = {
     {"worker", cli_service, "GPU worker agent: registers GPUs, runs jobs, streams logs"},
     {"topics", cli_topics, "topics create: create every topic of the catalog (idempotent)"},
     {"migrate", cli_migrate, "apply pending PostgreSQL migrations"},
+    {"schemas", cli_schemas, "schemas check: parse, fingerprint and compatibility of every schema"},
     {"config", cli_config, "print the effective configuration or the configuration reference"},
 };
 

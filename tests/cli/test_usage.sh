@@ -13,7 +13,7 @@ trap 'rm -f /tmp/cstl-usage.$$.*' EXIT
 
 expect_status 0 "$bin" --help
 grep -q 'usage: constellation' /tmp/cstl-usage.$$.out || fail "--help shows no usage"
-for sub in commands projector queries scheduler mcp worker topics migrate config; do
+for sub in commands projector queries scheduler mcp worker topics migrate schemas config; do
     grep -q "^  $sub " /tmp/cstl-usage.$$.out || fail "--help does not list $sub"
 done
 expect_status 0 "$bin" --version
@@ -21,7 +21,7 @@ grep -Eq '^constellation [0-9]+\.[0-9]+\.[0-9]+' /tmp/cstl-usage.$$.out || fail 
 expect_status 2 "$bin"
 expect_status 2 "$bin" no-such-command
 grep -q 'unknown command "no-such-command"' /tmp/cstl-usage.$$.err || fail "unknown command message"
-for sub in commands projector queries scheduler mcp worker topics migrate config; do
+for sub in commands projector queries scheduler mcp worker topics migrate schemas config; do
     expect_status 0 "$bin" "$sub" --help
     grep -q 'usage: constellation' /tmp/cstl-usage.$$.out || fail "$sub --help shows no usage"
 done
