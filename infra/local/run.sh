@@ -19,13 +19,14 @@ bin="$repo/build/constellation"
 
 services=(commands queries projector scheduler mcp worker)
 pids=()
-stop_all() {
+stop_all() { # [exit status]
+    local status=${1:-0}
     trap - INT TERM
     say "stopping services"
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     say "services stopped; Kafka and PostgreSQL keep running (make stack-down stops them)"
-    exit 0
+    exit "$status"
 }
 trap stop_all INT TERM
 
@@ -57,7 +58,7 @@ while :; do
             wait "${pids[$i]}" && rc=0 || rc=$?
             say "${services[$i]} exited with status $rc"
             unset 'pids[i]'
-            stop_all
+            stop_all 1
         fi
     done
     sleep 1
