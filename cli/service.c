@@ -8,6 +8,7 @@
  * one PostgreSQL connection per HTTP thread).
  */
 #include "cli/cli.h"
+#include "cli/service.h"
 #include "platform/http.h"
 #include "platform/kafka.h"
 #include "platform/metrics.h"
@@ -23,6 +24,7 @@ typedef struct service_def {
     int needs_kafka;
     int needs_pg;
     const char *summary;
+    const cli_service_hooks *hooks; /* NULL: health and metrics only */
 } service_def;
 
 #define ADDR(field) offsetof(cstl_config, field)
@@ -43,8 +45,9 @@ static const service_def services[] = {
 typedef struct service {
     const service_def *def;
     const cstl_config *cfg;
-    cstl_kafka_producer *kafka; /* for metadata probes; NULL when not needed */
+    cstl_kafka_producer *kafka; /* also for metadata probes; NULL when not needed */
     cstl_pg_pool *pg;           /* NULL when not needed */
+    cli_service pub;            /* what the hooks see */
 } service;
 
 static int ready_check(void *ud, cstl_error *why)
@@ -74,6 +77,8 @@ static int ready_check(void *ud, cstl_error *why)
                                   err.message);
         PQclear(res);
     }
+    if (svc->def->hooks != NULL && svc->def->hooks->ready != NULL)
+        return svc->def->hooks->ready(&svc->pub, why);
     return 0;
 }
 
@@ -184,9 +189,24 @@ static int service_run(const service_def *def, const cstl_config *cfg)
                               .ready_ud = &svc,
                               .access_log = access_log};
     cstl_http_server *http = cstl_http_server_new(&opts, &err);
-    if (http == NULL || cstl_http_server_start(http, &err) != 0) {
+    if (http == NULL) {
         cstl_log_error(def->name, &err, "cannot start the http server");
+        service_close(&svc);
+        return CLI_EXIT_FAILURE;
+    }
+    svc.pub = (cli_service){.name = def->name,
+                            .cfg = cfg,
+                            .metrics = metrics,
+                            .http = http,
+                            .kafka = svc.kafka,
+                            .pg = svc.pg};
+    const cli_service_hooks *hooks = def->hooks;
+    if ((hooks != NULL && hooks->start(&svc.pub, &err) != 0) ||
+        cstl_http_server_start(http, &err) != 0) {
+        cstl_log_error(def->name, &err, "cannot start the service");
         cstl_http_server_free(http);
+        if (hooks != NULL)
+            hooks->stop(&svc.pub);
         service_close(&svc);
         return CLI_EXIT_FAILURE;
     }
@@ -206,12 +226,14 @@ static int service_run(const service_def *def, const cstl_config *cfg)
     if (rc != 0)
         cstl_log(CSTL_LOG_WARN, def->name, "requests were still in flight at the deadline");
     cstl_http_server_free(http);
+    if (hooks != NULL)
+        hooks->stop(&svc.pub);
     service_close(&svc);
     cstl_log(CSTL_LOG_INFO, def->name, "stopped");
     return CLI_EXIT_OK;
 }
 
-int cli_service(int argc, char **argv)
+int cli_run_service(int argc, char **argv)
 {
     const service_def *def = NULL;
     for (size_t i = 0; i < CSTL_ARRAY_LEN(services); i++)
