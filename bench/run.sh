@@ -1,13 +1,58 @@
 #!/usr/bin/env bash
-# `make bench`: runs every benchmark built from bench/bench_*.c and prints its figures. Benchmarks
-# report, they never fail on a slow machine; an exit status other than 0 means one could not run.
+# `make bench`: runs every benchmark and prints its figures next to its anchor. Benchmarks report,
+# they never fail on a slow machine; a non-zero exit means one could not run at all.
+#   bench_codec   Avro encode/decode of JobSubmitted vs jansson JSON (no stack needed)
+#   bench_submit  POST /v1/jobs at increasing rates vs the raw produce rate of the same broker
+# The service benchmarks start the local stack (and stop it again if they started it) and run
+# `constellation commands` on a free loopback port.
 set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
+cd "$repo"
 status=0
-shopt -s nullglob
-for b in "$build"/bench/bench_*; do
-    [ -x "$b" ] || continue
-    printf '\n== %s ==\n' "$(basename "$b")"
-    "$b" || status=1
+
+printf '\n== bench_codec ==\n'
+"$build/bench/bench_codec" || status=1
+
+stack_was_up=0
+bash infra/local/stack.sh status >/dev/null 2>&1 && stack_was_up=1
+work=$(mktemp -d)
+svc_pid=""
+cleanup() {
+    [ -n "$svc_pid" ] && kill -TERM "$svc_pid" 2>/dev/null && wait "$svc_pid" 2>/dev/null
+    [ "$stack_was_up" = 0 ] && bash infra/local/stack.sh down >/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+bash infra/local/stack.sh up >/dev/null
+eval "$(bash infra/local/stack.sh env)"
+bin="$build/constellation"
+"$bin" topics create 2>/dev/null
+
+printf '\n== bench_submit ==\n'
+CONSTELLATION_COMMANDS_ADDR=127.0.0.1:0 CONSTELLATION_LOG_LEVEL=warn \
+    CONSTELLATION_HTTP_THREADS="${CSTL_BENCH_HTTP_THREADS:-8}" "$bin" commands 2>"$work/commands.log" &
+svc_pid=$!
+addr=""
+for _ in $(seq 1 300); do
+    addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$work/commands.log" 2>/dev/null |
+        sed 's/.*"addr":"//; s/"$//' | head -1)
+    [ -n "$addr" ] && break
+    sleep 0.1
 done
+if [ -z "$addr" ]; then
+    echo "bench_submit: the command service did not start" >&2
+    tail -5 "$work/commands.log" >&2
+    exit 1
+fi
+for _ in $(seq 1 300); do
+    curl -sf "http://$addr/readyz" >/dev/null && break
+    sleep 0.1
+done
+key=$("$bin" tenants create bench-tenant | sed -n 's/.*"api_key" *: *"\([^"]*\)".*/\1/p')
+if [ -z "$key" ]; then
+    echo "bench_submit: could not bootstrap a tenant" >&2
+    exit 1
+fi
+CSTL_BENCH_ADDR=$addr CSTL_BENCH_TOKEN=$key "$build/bench/bench_submit" || status=1
 exit "$status"
