@@ -23,10 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* cmocka needs the standard headers above; keep it last. */
-// clang-format off
 #include <cmocka.h>
-// clang-format on
 
 /* The client. */
 
