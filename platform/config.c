@@ -9,6 +9,8 @@
 
 #include "platform/pg.h"
 
+#include <libpq-fe.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -16,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <libpq-fe.h>
 
 typedef enum setting_type {
     SETTING_STRING,
@@ -80,17 +80,17 @@ static const setting settings[] = {
      3600000, "statement_timeout of every service connection; 0 disables it"},
     {"CONSTELLATION_KAFKA_TIMEOUT_MS", SETTING_INT, F(kafka_timeout_ms), "10000", 100, 600000,
      "timeout of blocking Kafka operations (metadata, admin requests, transaction commits)"},
-    {"CONSTELLATION_TOPIC_REPLICATION_FACTOR", SETTING_INT, F(topic_replication_factor), "1", 1,
-     16, "replication factor of topics made by `constellation topics create`"},
-    {"CONSTELLATION_JOB_LOGS_RETENTION_MS", SETTING_LONG, F(job_logs_retention_ms), "604800000",
-     -1, LONG_MAX, "retention of constellation.jobs.logs (-1 keeps logs forever)"},
+    {"CONSTELLATION_TOPIC_REPLICATION_FACTOR", SETTING_INT, F(topic_replication_factor), "1", 1, 16,
+     "replication factor of topics made by `constellation topics create`"},
+    {"CONSTELLATION_JOB_LOGS_RETENTION_MS", SETTING_LONG, F(job_logs_retention_ms), "604800000", -1,
+     LONG_MAX, "retention of constellation.jobs.logs (-1 keeps logs forever)"},
 };
 
 #undef F
 
-#define CONFIG_FILE_VAR      "CONSTELLATION_CONFIG_FILE"
-#define CONFIG_FILE_MAX      (64 * 1024)
-#define CONFIG_FILE_ENTRIES  128
+#define CONFIG_FILE_VAR     "CONSTELLATION_CONFIG_FILE"
+#define CONFIG_FILE_MAX     (64 * 1024)
+#define CONFIG_FILE_ENTRIES 128
 
 static void problem(cstl_config_problems *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -201,7 +201,10 @@ static int validate_brokers(const char *value, const char **why)
 }
 
 /* Applies one value to its setting, or records why it cannot. source is "" or " (in FILE:LINE)". */
-static void apply(cstl_config *cfg, const setting *s, const char *value, const char *source,
+static void apply(cstl_config *cfg,
+                  const setting *s,
+                  const char *value,
+                  const char *source,
                   cstl_config_problems *problems)
 {
     char *field = (char *)cfg + s->offset;
@@ -300,8 +303,8 @@ typedef struct file_entry {
 } file_entry;
 
 /* Reads the optional configuration file; its entries are applied before the environment. */
-static int read_file(const char *path, file_entry *entries, int *count,
-                     cstl_config_problems *problems)
+static int
+read_file(const char *path, file_entry *entries, int *count, cstl_config_problems *problems)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -373,8 +376,11 @@ static void check_known(const char *entry, void *ud)
             (int)len, entry);
 }
 
-int cstl_config_load_from(cstl_config *cfg, cstl_config_problems *problems,
-                          cstl_config_getenv getenv_fn, cstl_config_each_env each_fn, void *ud)
+int cstl_config_load_from(cstl_config *cfg,
+                          cstl_config_problems *problems,
+                          cstl_config_getenv getenv_fn,
+                          cstl_config_each_env each_fn,
+                          void *ud)
 {
     cstl_config_problems local;
     if (problems == NULL)

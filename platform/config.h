@@ -60,7 +60,8 @@ typedef struct cstl_config_problems {
 typedef const char *(*cstl_config_getenv)(const char *name, void *ud);
 
 /* Enumerates the environment: calls fn(name=value string) for each entry. */
-typedef void (*cstl_config_each_env)(void (*fn)(const char *entry, void *fn_ud), void *fn_ud,
+typedef void (*cstl_config_each_env)(void (*fn)(const char *entry, void *fn_ud),
+                                     void *fn_ud,
                                      void *ud);
 
 /*
@@ -71,8 +72,11 @@ typedef void (*cstl_config_each_env)(void (*fn)(const char *entry, void *fn_ud),
 int cstl_config_load(cstl_config *cfg, cstl_config_problems *problems);
 
 /* Like cstl_config_load but reads variables through getenv_fn/each_fn (for tests). */
-int cstl_config_load_from(cstl_config *cfg, cstl_config_problems *problems,
-                          cstl_config_getenv getenv_fn, cstl_config_each_env each_fn, void *ud);
+int cstl_config_load_from(cstl_config *cfg,
+                          cstl_config_problems *problems,
+                          cstl_config_getenv getenv_fn,
+                          cstl_config_each_env each_fn,
+                          void *ud);
 
 /* Fills *cfg with the defaults (always valid). */
 void cstl_config_defaults(cstl_config *cfg);
