@@ -72,7 +72,7 @@ static char *sch_strdup(cstl_avro_schema *s, const char *text)
 {
     size_t n = strlen(text);
     char *p = sch_alloc(s, n + 1);
-    memcpy(p, text, n);
+    memcpy(p, text, n + 1);
     return p;
 }
 
@@ -164,7 +164,7 @@ static int register_named(parser *ps, cstl_avro_node *node)
                               node->fullname);
     if (ps->s->n_named == ps->s->cap_named) {
         ps->s->cap_named = ps->s->cap_named ? ps->s->cap_named * 2 : 8;
-        ps->s->named = cstl_xrealloc(ps->s->named, ps->s->cap_named * sizeof(*ps->s->named));
+        ps->s->named = cstl_xrealloc(ps->s->named, ps->s->cap_named * sizeof(cstl_avro_node *));
     }
     ps->s->named[ps->s->n_named++] = node;
     return 0;
@@ -203,7 +203,7 @@ static const char *parse_name(parser *ps, json_t *j, const char *ns, cstl_avro_n
         cstl_error_set(ps->err, CSTL_ESCHEMA, "the namespace of \"%s\" is not a string", name);
         return NULL;
     }
-    if (jns && json_is_string(jns))
+    if (json_is_string(jns))
         ns = json_string_value(jns);
     node->fullname = make_fullname(ps, ns, name);
     if (!valid_full_name(node->fullname)) {
@@ -420,7 +420,7 @@ static const cstl_avro_node *parse_union(parser *ps, json_t *j, const char *ns, 
     cstl_avro_node *node = sch_alloc(ps->s, sizeof(*node));
     node->type = CSTL_AVRO_UNION;
     size_t n = json_array_size(j);
-    const cstl_avro_node **br = sch_alloc(ps->s, n * sizeof(*br));
+    const cstl_avro_node **br = sch_alloc(ps->s, n * sizeof(cstl_avro_node *));
     for (size_t i = 0; i < n; i++) {
         br[i] = parse_type(ps, json_array_get(j, i), ns, depth + 1);
         if (!br[i])
@@ -542,6 +542,7 @@ static void sb_str(sbuf *b, const char *s)
 /* A JSON string literal: names and symbols are [A-Za-z0-9_.] only, so nothing needs escaping. */
 static void sb_quoted(sbuf *b, const char *s)
 {
+    CSTL_ASSERT(s != NULL); /* named types always have a full name, fields and symbols a name */
     sb_put(b, "\"", 1);
     sb_str(b, s);
     sb_put(b, "\"", 1);
@@ -559,7 +560,7 @@ static bool seen_add(seen *s, const cstl_avro_node *node)
             return false;
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 8;
-        s->v = cstl_xrealloc(s->v, s->cap * sizeof(*s->v));
+        s->v = cstl_xrealloc(s->v, s->cap * sizeof(cstl_avro_node *));
     }
     s->v[s->n++] = node;
     return true;
@@ -662,30 +663,30 @@ cstl_avro_schema *cstl_avro_schema_parse(const char *text, size_t len, cstl_erro
     return s;
 }
 
-void cstl_avro_schema_free(cstl_avro_schema *s)
+void cstl_avro_schema_free(cstl_avro_schema *schema)
 {
-    if (!s)
+    if (!schema)
         return;
-    for (size_t i = 0; i < s->n_allocs; i++)
-        free(s->allocs[i]);
-    free(s->allocs);
-    free(s->named);
-    free(s->canonical);
-    json_decref(s->json);
-    free(s);
+    for (size_t i = 0; i < schema->n_allocs; i++)
+        free(schema->allocs[i]);
+    free(schema->allocs);
+    free(schema->named);
+    free(schema->canonical);
+    json_decref(schema->json);
+    free(schema);
 }
 
-const cstl_avro_node *cstl_avro_schema_root(const cstl_avro_schema *s)
+const cstl_avro_node *cstl_avro_schema_root(const cstl_avro_schema *schema)
 {
-    return s->root;
+    return schema->root;
 }
 
-const char *cstl_avro_schema_canonical(const cstl_avro_schema *s)
+const char *cstl_avro_schema_canonical(const cstl_avro_schema *schema)
 {
-    return s->canonical;
+    return schema->canonical;
 }
 
-uint64_t cstl_avro_schema_fingerprint(const cstl_avro_schema *s)
+uint64_t cstl_avro_schema_fingerprint(const cstl_avro_schema *schema)
 {
-    return s->fingerprint;
+    return schema->fingerprint;
 }

@@ -243,6 +243,7 @@ int cstl_codec_decode(const void *data,
     int rc = cstl_codec_writer(data, len, &writer, err);
     if (rc != 0)
         return rc;
+    CSTL_ASSERT(writer != NULL); /* set by cstl_codec_writer on success */
     if (!reader || !out)
         return cstl_error_set(err, CSTL_EINVAL, "no reader schema or output value");
     if (out->iface != reader->iface)
@@ -277,6 +278,7 @@ int cstl_codec_decode_json(
     int rc = cstl_codec_writer(data, len, &writer, err);
     if (rc != 0)
         return rc;
+    CSTL_ASSERT(writer != NULL); /* set by cstl_codec_writer on success */
     if (!reader)
         reader = writer->latest ? writer->latest : writer;
     avro_value_t v;

@@ -93,10 +93,12 @@ static int read_len(dec *d, size_t *out)
 
 static int take(dec *d, size_t n, const unsigned char **out)
 {
-    if (n > left(d))
-        return cstl_error_set(d->err, CSTL_EDECODE,
-                              "truncated input: %zu bytes needed at offset %zu, %zu left", n,
-                              off(d), left(d));
+    if (n > left(d)) {
+        cstl_error_set(d->err, CSTL_EDECODE,
+                       "truncated input: %zu bytes needed at offset %zu, %zu left", n, off(d),
+                       left(d));
+        return CSTL_EDECODE;
+    }
     *out = d->p;
     d->p += n;
     return 0;

@@ -54,7 +54,6 @@ static bool accepts(const cstl_avro_node *t, json_t *j)
         return json_is_number(j);
     case CSTL_AVRO_STRING:
     case CSTL_AVRO_BYTES:
-        return json_is_string(j);
     case CSTL_AVRO_FIXED:
         return json_is_string(j);
     case CSTL_AVRO_ENUM:
@@ -202,8 +201,8 @@ static int from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *
     case CSTL_AVRO_FIXED: {
         if (!json_is_string(j))
             return jfail(c, "expected a string");
-        unsigned char *b;
-        size_t n;
+        unsigned char *b = NULL;
+        size_t n = 0;
         if ((rc = latin1_bytes(c, j, &b, &n)) != 0)
             return rc;
         if (t->type == CSTL_AVRO_FIXED && n != t->size) {
