@@ -126,11 +126,11 @@ void cstl_migration_checksum(const void *data, size_t size, char out[CSTL_SHA256
     if (EVP_Digest(data, size, md, &len, EVP_sha256(), NULL) != 1 || len != 32)
         cstl_panic("sha-256 computation failed");
     static const char hex[] = "0123456789abcdef";
-    for (unsigned int i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }
-    out[2 * len] = '\0';
+    out[(size_t)2 * len] = '\0';
 }
 
 int cstl_migrations_embedded(cstl_migration **out, size_t *n, cstl_error *err)
@@ -230,7 +230,7 @@ static int verify_applied(
     if (rc != 0)
         return rc;
     for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
-        int version = atoi(PQgetvalue(res, r, 0));
+        int version = (int)strtol(PQgetvalue(res, r, 0), NULL, 10);
         const char *name = PQgetvalue(res, r, 1), *sum = PQgetvalue(res, r, 2);
         plan_item *it = NULL;
         for (size_t i = 0; i < n && it == NULL; i++)

@@ -24,43 +24,43 @@ cstl_schema_report *cstl_schema_report_new(void)
     return cstl_xcalloc(1, sizeof(cstl_schema_report));
 }
 
-void cstl_schema_report_free(cstl_schema_report *r)
+void cstl_schema_report_free(cstl_schema_report *report)
 {
-    if (!r)
+    if (!report)
         return;
-    for (size_t i = 0; i < r->stored; i++)
-        free(r->messages[i]);
-    free(r->messages);
-    free(r);
+    for (size_t i = 0; i < report->stored; i++)
+        free(report->messages[i]);
+    free(report->messages);
+    free(report);
 }
 
-void cstl_schema_report_add(cstl_schema_report *r, const char *fmt, ...)
+void cstl_schema_report_add(cstl_schema_report *report, const char *fmt, ...)
 {
-    if (!r)
+    if (!report)
         return;
-    r->n++;
-    if (r->stored >= CSTL_SCHEMA_REPORT_MAX)
+    report->n++;
+    if (report->stored >= CSTL_SCHEMA_REPORT_MAX)
         return;
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (r->stored == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 16;
-        r->messages = cstl_xrealloc(r->messages, r->cap * sizeof(char *));
+    if (report->stored == report->cap) {
+        report->cap = report->cap ? report->cap * 2 : 16;
+        report->messages = cstl_xrealloc(report->messages, report->cap * sizeof(char *));
     }
-    r->messages[r->stored++] = cstl_xstrdup(buf);
+    report->messages[report->stored++] = cstl_xstrdup(buf);
 }
 
-size_t cstl_schema_report_count(const cstl_schema_report *r)
+size_t cstl_schema_report_count(const cstl_schema_report *report)
 {
-    return r ? r->n : 0;
+    return report ? report->n : 0;
 }
 
-const char *cstl_schema_report_message(const cstl_schema_report *r, size_t i)
+const char *cstl_schema_report_message(const cstl_schema_report *report, size_t i)
 {
-    return r && i < r->stored ? r->messages[i] : NULL;
+    return report && i < report->stored ? report->messages[i] : NULL;
 }
 
 char *cstl_schema_label(const char *fullname, char *out, size_t size)

@@ -38,7 +38,7 @@ int cstl_shutdown_wait(int timeout_ms)
     for (;;) {
         if (atomic_load(&shutdown_flag))
             return -1;
-        struct timespec slice = {0, 100 * 1000 * 1000};
+        struct timespec slice = {0, 100L * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &slice);
         if (sig > 0) {
             atomic_store(&shutdown_flag, true);
