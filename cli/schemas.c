@@ -80,7 +80,7 @@ static char *git_output(const char *root, const char *args, size_t *len)
     while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
         n += got;
         if (n + 1 == cap) {
-            if (cap >= 64u * MAX_FILE)
+            if (cap >= (size_t)64 * MAX_FILE)
                 break;
             cap *= 2;
             buf = cstl_xrealloc(buf, cap);
@@ -268,10 +268,9 @@ static int load_history(const char *root,
             fprintf(stderr, "schemas check: unknown revision \"%s\"\n", against);
             return -1;
         }
-        size_t n = strlen(commits);
-        commits = cstl_xrealloc(commits, n + strlen(rev) + 2);
-        strcat(commits, "\n");
-        strcat(commits, rev);
+        size_t n = strlen(commits), size = n + strlen(rev) + 2;
+        commits = cstl_xrealloc(commits, size);
+        snprintf(commits + n, size - n, "\n%s", rev);
         free(rev);
     }
     char **seen = NULL;
