@@ -15,6 +15,7 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+// NOLINTNEXTLINE(readability-non-const-parameter): the signature is fixed by libFuzzer
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;

@@ -91,7 +91,7 @@ static long query_long(cstl_pg_conn *c, const char *sql)
         print_error("query failed: %s\n", err.message);
     assert_int_equal(rc, 0);
     assert_int_equal(PQntuples(res), 1);
-    long v = atol(PQgetvalue(res, 0, 0));
+    long v = strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return v;
 }
@@ -346,7 +346,7 @@ static int select_offset(cstl_pg_conn *c, void *ud, cstl_error *err)
                           3, params, &res, err);
     if (rc != 0)
         return rc;
-    r->seen = PQntuples(res) == 1 ? atol(PQgetvalue(res, 0, 0)) : -1;
+    r->seen = PQntuples(res) == 1 ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
     return 0;
 }

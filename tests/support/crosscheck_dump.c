@@ -24,7 +24,7 @@ int main(void)
         }
         char fp[17], *hex = malloc(2 * buf.len + 1);
         for (int k = 0; k < 8; k++)
-            snprintf(fp + 2 * k, 3, "%02x", e->header[2 + k]);
+            snprintf(fp + (ptrdiff_t)2 * k, 3, "%02x", e->header[2 + k]);
         for (size_t k = 0; k < buf.len; k++)
             snprintf(hex + 2 * k, 3, "%02x", buf.data[k]);
         json_t *line =

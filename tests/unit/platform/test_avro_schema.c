@@ -49,7 +49,7 @@ static const vector vectors[] = {
 static void le_hex(uint64_t fp, char out[17])
 {
     for (int i = 0; i < 8; i++)
-        snprintf(out + 2 * i, 3, "%02x", (unsigned)((fp >> (8 * i)) & 0xff));
+        snprintf(out + (ptrdiff_t)2 * i, 3, "%02x", (unsigned)((fp >> (8 * i)) & 0xff));
 }
 
 static void test_vectors(void **state)
@@ -130,11 +130,14 @@ static void test_invalid(void **state)
     }
     /* nesting deeper than the cap is refused, not a stack overflow */
     char deep[4096] = "";
+    size_t used = 0;
     for (int i = 0; i < 100; i++)
-        strcat(deep, "{\"type\":\"array\",\"items\":");
-    strcat(deep, "\"int\"");
+        used += (size_t)snprintf(deep + used, sizeof(deep) - used, "%s",
+                                 "{\"type\":\"array\",\"items\":");
+    used += (size_t)snprintf(deep + used, sizeof(deep) - used, "%s", "\"int\"");
     for (int i = 0; i < 100; i++)
-        strcat(deep, "}");
+        used += (size_t)snprintf(deep + used, sizeof(deep) - used, "%s", "}");
+    assert_true(used < sizeof(deep));
     cstl_error err;
     assert_null(cstl_avro_schema_parse(deep, strlen(deep), &err));
     assert_int_equal(err.code, CSTL_ESCHEMA);

@@ -94,7 +94,7 @@ static void test_unique_across_threads(void **state)
         assert_int_equal(pthread_create(&th[t], NULL, make_ids, (void *)(intptr_t)t), 0);
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
-    qsort(thread_ids, THREADS * PER_THREAD, sizeof(thread_ids[0]), cmp_ids);
+    qsort(thread_ids, (size_t)THREADS * PER_THREAD, sizeof(thread_ids[0]), cmp_ids);
     for (int i = 1; i < THREADS * PER_THREAD; i++)
         assert_true(strcmp(thread_ids[i - 1], thread_ids[i]) < 0);
 }
