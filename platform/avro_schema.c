@@ -18,8 +18,8 @@
 #include <string.h>
 
 struct cstl_avro_schema {
-    json_t *json;         /* owns the defaults the fields borrow */
-    void **allocs;        /* every allocation of the tree */
+    json_t *json;  /* owns the defaults the fields borrow */
+    void **allocs; /* every allocation of the tree */
     size_t n_allocs, cap_allocs;
     cstl_avro_node **named; /* named types, for references by name */
     size_t n_named, cap_named;
@@ -72,15 +72,15 @@ static char *sch_strdup(cstl_avro_schema *s, const char *text)
 {
     size_t n = strlen(text);
     char *p = sch_alloc(s, n + 1);
-    memcpy(p, text, n);
+    memcpy(p, text, n + 1);
     return p;
 }
 
 const char *cstl_avro_type_name(cstl_avro_type type)
 {
-    static const char *const names[] = {"null",   "boolean", "int",   "long",  "float",
+    static const char *const names[] = {"null",   "boolean", "int",    "long",   "float",
                                         "double", "bytes",   "string", "record", "enum",
-                                        "array",  "map",     "union", "fixed"};
+                                        "array",  "map",     "union",  "fixed"};
     return (unsigned)type < CSTL_ARRAY_LEN(names) ? names[type] : "?";
 }
 
@@ -164,7 +164,7 @@ static int register_named(parser *ps, cstl_avro_node *node)
                               node->fullname);
     if (ps->s->n_named == ps->s->cap_named) {
         ps->s->cap_named = ps->s->cap_named ? ps->s->cap_named * 2 : 8;
-        ps->s->named = cstl_xrealloc(ps->s->named, ps->s->cap_named * sizeof(*ps->s->named));
+        ps->s->named = cstl_xrealloc(ps->s->named, ps->s->cap_named * sizeof(cstl_avro_node *));
     }
     ps->s->named[ps->s->n_named++] = node;
     return 0;
@@ -203,7 +203,7 @@ static const char *parse_name(parser *ps, json_t *j, const char *ns, cstl_avro_n
         cstl_error_set(ps->err, CSTL_ESCHEMA, "the namespace of \"%s\" is not a string", name);
         return NULL;
     }
-    if (jns && json_is_string(jns))
+    if (json_is_string(jns))
         ns = json_string_value(jns);
     node->fullname = make_fullname(ps, ns, name);
     if (!valid_full_name(node->fullname)) {
@@ -240,17 +240,23 @@ static bool default_valid(const cstl_avro_node *t, json_t *v, int depth)
     if (depth > CSTL_AVRO_SCHEMA_MAX_DEPTH)
         return false;
     switch (t->type) {
-    case CSTL_AVRO_NULL: return json_is_null(v);
-    case CSTL_AVRO_BOOLEAN: return json_is_boolean(v);
+    case CSTL_AVRO_NULL:
+        return json_is_null(v);
+    case CSTL_AVRO_BOOLEAN:
+        return json_is_boolean(v);
     case CSTL_AVRO_INT:
         return json_is_integer(v) && json_integer_value(v) >= INT32_MIN &&
                json_integer_value(v) <= INT32_MAX;
-    case CSTL_AVRO_LONG: return json_is_integer(v);
+    case CSTL_AVRO_LONG:
+        return json_is_integer(v);
     case CSTL_AVRO_FLOAT:
-    case CSTL_AVRO_DOUBLE: return json_is_number(v);
+    case CSTL_AVRO_DOUBLE:
+        return json_is_number(v);
     case CSTL_AVRO_BYTES:
-    case CSTL_AVRO_STRING: return json_is_string(v);
-    case CSTL_AVRO_FIXED: return json_is_string(v) && json_string_length(v) == t->size;
+    case CSTL_AVRO_STRING:
+        return json_is_string(v);
+    case CSTL_AVRO_FIXED:
+        return json_is_string(v) && json_string_length(v) == t->size;
     case CSTL_AVRO_ENUM:
         if (!json_is_string(v))
             return false;
@@ -274,7 +280,8 @@ static bool default_valid(const cstl_avro_node *t, json_t *v, int depth)
         json_object_foreach(v, k, e) if (!default_valid(t->items, e, depth + 1)) return false;
         return true;
     }
-    case CSTL_AVRO_UNION: return t->n_branches > 0 && default_valid(t->branches[0], v, depth + 1);
+    case CSTL_AVRO_UNION:
+        return t->n_branches > 0 && default_valid(t->branches[0], v, depth + 1);
     case CSTL_AVRO_RECORD: {
         if (!json_is_object(v))
             return false;
@@ -290,8 +297,8 @@ static bool default_valid(const cstl_avro_node *t, json_t *v, int depth)
     return false;
 }
 
-static const cstl_avro_node *parse_record(parser *ps, json_t *j, const char *ns, int depth,
-                                          cstl_avro_node *node)
+static const cstl_avro_node *
+parse_record(parser *ps, json_t *j, const char *ns, int depth, cstl_avro_node *node)
 {
     const char *own_ns = parse_name(ps, j, ns, node);
     if (!own_ns)
@@ -355,8 +362,7 @@ static const cstl_avro_node *parse_record(parser *ps, json_t *j, const char *ns,
     return node;
 }
 
-static const cstl_avro_node *parse_enum(parser *ps, json_t *j, const char *ns,
-                                        cstl_avro_node *node)
+static const cstl_avro_node *parse_enum(parser *ps, json_t *j, const char *ns, cstl_avro_node *node)
 {
     if (!parse_name(ps, j, ns, node))
         return NULL;
@@ -414,7 +420,7 @@ static const cstl_avro_node *parse_union(parser *ps, json_t *j, const char *ns, 
     cstl_avro_node *node = sch_alloc(ps->s, sizeof(*node));
     node->type = CSTL_AVRO_UNION;
     size_t n = json_array_size(j);
-    const cstl_avro_node **br = sch_alloc(ps->s, n * sizeof(*br));
+    const cstl_avro_node **br = sch_alloc(ps->s, n * sizeof(cstl_avro_node *));
     for (size_t i = 0; i < n; i++) {
         br[i] = parse_type(ps, json_array_get(j, i), ns, depth + 1);
         if (!br[i])
@@ -528,11 +534,15 @@ static void sb_put(sbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
 
 /* A JSON string literal: names and symbols are [A-Za-z0-9_.] only, so nothing needs escaping. */
 static void sb_quoted(sbuf *b, const char *s)
 {
+    CSTL_ASSERT(s != NULL); /* named types always have a full name, fields and symbols a name */
     sb_put(b, "\"", 1);
     sb_str(b, s);
     sb_put(b, "\"", 1);
@@ -550,7 +560,7 @@ static bool seen_add(seen *s, const cstl_avro_node *node)
             return false;
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 8;
-        s->v = cstl_xrealloc(s->v, s->cap * sizeof(*s->v));
+        s->v = cstl_xrealloc(s->v, s->cap * sizeof(cstl_avro_node *));
     }
     s->v[s->n++] = node;
     return true;
@@ -610,7 +620,9 @@ static void canon(sbuf *b, seen *s, const cstl_avro_node *t)
         }
         sb_str(b, "]");
         return;
-    default: sb_quoted(b, cstl_avro_type_name(t->type)); return;
+    default:
+        sb_quoted(b, cstl_avro_type_name(t->type));
+        return;
     }
 }
 
@@ -623,8 +635,8 @@ cstl_avro_schema *cstl_avro_schema_parse(const char *text, size_t len, cstl_erro
         return NULL;
     }
     if (len > CSTL_AVRO_SCHEMA_MAX_TEXT) {
-        cstl_error_set(err, CSTL_ETOOBIG, "schema text of %zu bytes exceeds the %u byte limit",
-                       len, CSTL_AVRO_SCHEMA_MAX_TEXT);
+        cstl_error_set(err, CSTL_ETOOBIG, "schema text of %zu bytes exceeds the %u byte limit", len,
+                       CSTL_AVRO_SCHEMA_MAX_TEXT);
         return NULL;
     }
     json_error_t jerr;
@@ -651,21 +663,30 @@ cstl_avro_schema *cstl_avro_schema_parse(const char *text, size_t len, cstl_erro
     return s;
 }
 
-void cstl_avro_schema_free(cstl_avro_schema *s)
+void cstl_avro_schema_free(cstl_avro_schema *schema)
 {
-    if (!s)
+    if (!schema)
         return;
-    for (size_t i = 0; i < s->n_allocs; i++)
-        free(s->allocs[i]);
-    free(s->allocs);
-    free(s->named);
-    free(s->canonical);
-    json_decref(s->json);
-    free(s);
+    for (size_t i = 0; i < schema->n_allocs; i++)
+        free(schema->allocs[i]);
+    free(schema->allocs);
+    free(schema->named);
+    free(schema->canonical);
+    json_decref(schema->json);
+    free(schema);
 }
 
-const cstl_avro_node *cstl_avro_schema_root(const cstl_avro_schema *s) { return s->root; }
+const cstl_avro_node *cstl_avro_schema_root(const cstl_avro_schema *schema)
+{
+    return schema->root;
+}
 
-const char *cstl_avro_schema_canonical(const cstl_avro_schema *s) { return s->canonical; }
+const char *cstl_avro_schema_canonical(const cstl_avro_schema *schema)
+{
+    return schema->canonical;
+}
 
-uint64_t cstl_avro_schema_fingerprint(const cstl_avro_schema *s) { return s->fingerprint; }
+uint64_t cstl_avro_schema_fingerprint(const cstl_avro_schema *schema)
+{
+    return schema->fingerprint;
+}

@@ -106,7 +106,7 @@ static const setting settings[] = {
 #undef F
 
 #define CONFIG_FILE_VAR     "CONSTELLATION_CONFIG_FILE"
-#define CONFIG_FILE_MAX     (64 * 1024)
+#define CONFIG_FILE_MAX     (64L * 1024)
 #define CONFIG_FILE_ENTRIES 128
 
 static void problem(cstl_config_problems *p, const char *fmt, ...)
@@ -366,7 +366,7 @@ read_file(const char *path, file_entry *entries, int *count, cstl_config_problem
         lineno++;
         total += (long)strlen(line);
         if (total > CONFIG_FILE_MAX) {
-            problem(problems, "%s: the file is larger than %d bytes", path, CONFIG_FILE_MAX);
+            problem(problems, "%s: the file is larger than %ld bytes", path, CONFIG_FILE_MAX);
             break;
         }
         size_t len = strlen(line);
@@ -463,8 +463,6 @@ static const char *env_getenv(const char *name, void *ud)
     (void)ud;
     return getenv(name);
 }
-
-extern char **environ;
 
 static void env_each(void (*fn)(const char *entry, void *fn_ud), void *fn_ud, void *ud)
 {

@@ -23,11 +23,19 @@ int cstl_event_time_format(int64_t micros, char out[CSTL_EVENT_TIME_STRLEN + 1])
         return CSTL_EINVAL;
     char buf[64]; /* wide enough for any int, so the compiler can see nothing is cut */
     snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(micros % 1000000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(micros % 1000000));
     memcpy(out, buf, CSTL_EVENT_TIME_STRLEN);
     out[CSTL_EVENT_TIME_STRLEN] = '\0';
     return 0;
+}
+
+/* The value of n decimal digits (already checked to be digits). */
+static int digits_value(const char *s, size_t n)
+{
+    int v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    return v;
 }
 
 int cstl_event_time_parse(const char *text, int64_t *micros)
@@ -39,9 +47,13 @@ int cstl_event_time_parse(const char *text, int64_t *micros)
         if (shape[i] == 'd' ? !isdigit((unsigned char)text[i]) : text[i] != shape[i])
             return CSTL_EPARSE;
     struct tm tm = {0};
-    int us = 0;
-    sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%6d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us);
+    tm.tm_year = digits_value(text, 4);
+    tm.tm_mon = digits_value(text + 5, 2);
+    tm.tm_mday = digits_value(text + 8, 2);
+    tm.tm_hour = digits_value(text + 11, 2);
+    tm.tm_min = digits_value(text + 14, 2);
+    tm.tm_sec = digits_value(text + 17, 2);
+    int us = digits_value(text + 20, 6);
     int year = tm.tm_year, mon = tm.tm_mon, day = tm.tm_mday;
     if (year < 1970 || mon < 1 || mon > 12 || day < 1 || day > 31 || tm.tm_hour > 23 ||
         tm.tm_min > 59 || tm.tm_sec > 59)
@@ -76,8 +88,8 @@ static bool all_zero(const char *s, size_t n)
 bool cstl_event_traceparent_valid(const char *t)
 {
     return t && strlen(t) == 55 && t[0] == '0' && t[1] == '0' && t[2] == '-' && t[35] == '-' &&
-           t[52] == '-' && lower_hex(t + 3, 32) && lower_hex(t + 36, 16) &&
-           lower_hex(t + 53, 2) && !all_zero(t + 3, 32) && !all_zero(t + 36, 16);
+           t[52] == '-' && lower_hex(t + 3, 32) && lower_hex(t + 36, 16) && lower_hex(t + 53, 2) &&
+           !all_zero(t + 3, 32) && !all_zero(t + 36, 16);
 }
 
 static bool text_ok(const char *s)
@@ -96,8 +108,7 @@ static int bad(cstl_error *err, int code, const char *name, const char *value)
     return cstl_error_set(err, code, "invalid %s header \"%.64s\"", name, value);
 }
 
-int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hdrs,
-                             cstl_error *err)
+int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hdrs, cstl_error *err)
 {
     char time[CSTL_EVENT_TIME_STRLEN + 1], version[24];
     if (!h || !hdrs)
@@ -124,26 +135,36 @@ int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hd
         return bad(err, CSTL_EINVAL, "traceparent", h->traceparent);
     snprintf(version, sizeof version, "%" PRId64, h->version);
     const char *pairs[][2] = {
-        {"ce_specversion", "1.0"}, {"ce_id", h->id},
-        {"ce_source", h->source},  {"ce_type", h->type},
-        {"ce_time", time},         {"ce_subject", h->subject},
+        {"ce_specversion", "1.0"},
+        {"ce_id", h->id},
+        {"ce_source", h->source},
+        {"ce_type", h->type},
+        {"ce_time", time},
+        {"ce_subject", h->subject},
         {"content-type", CSTL_EVENT_CONTENT_TYPE},
-        {"cstl_tenant", h->tenant}, {"cstl_version", version},
-        {"cstl_causation", h->causation}, {"cstl_correlation", h->correlation},
+        {"cstl_tenant", h->tenant},
+        {"cstl_version", version},
+        {"cstl_causation", h->causation},
+        {"cstl_correlation", h->correlation},
         {"traceparent", h->traceparent},
     };
     for (size_t i = 0; i < CSTL_ARRAY_LEN(pairs); i++) {
         if (!pairs[i][1][0])
             continue;
-        if (rd_kafka_header_add(hdrs, pairs[i][0], -1, pairs[i][1], -1) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (rd_kafka_header_add(hdrs, pairs[i][0], -1, pairs[i][1], -1) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
             return cstl_error_set(err, CSTL_EINVAL, "cannot add header \"%s\"", pairs[i][0]);
     }
     return 0;
 }
 
 /* Copies header name into out (size cap bytes incl. NUL). Returns 0, 1 when absent, or an error. */
-static int get(const rd_kafka_headers_t *hdrs, const char *name, char *out, size_t cap,
-               bool required, cstl_error *err)
+static int get(const rd_kafka_headers_t *hdrs,
+               const char *name,
+               char *out,
+               size_t cap,
+               bool required,
+               cstl_error *err)
 {
     const void *v = NULL;
     size_t n = 0;
@@ -163,16 +184,17 @@ static int get(const rd_kafka_headers_t *hdrs, const char *name, char *out, size
     return 0;
 }
 
-int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs, cstl_event_headers *h,
+int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs,
+                             cstl_event_headers *out,
                              cstl_error *err)
 {
     char buf[CSTL_EVENT_HEADER_MAX + 1];
     int rc;
-    if (!hdrs || !h)
+    if (!hdrs || !out)
         return cstl_error_set(err, CSTL_EDECODE, "record has no headers");
-    memset(h, 0, sizeof *h);
+    memset(out, 0, sizeof *out);
 #define GET(name, dst, req)                                                                        \
-    if ((rc = get(hdrs, name, dst, sizeof dst, req, err)) < 0)                                     \
+    if ((rc = get(hdrs, name, dst, sizeof(dst), req, err)) < 0)                                    \
         return rc;
     GET("ce_specversion", buf, true)
     if (strcmp(buf, "1.0") != 0)
@@ -183,49 +205,49 @@ int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs, cstl_event_headers 
     GET("ce_id", buf, true)
     if (!cstl_uuid_valid(buf))
         return bad(err, CSTL_EDECODE, "ce_id", buf);
-    memcpy(h->id, buf, CSTL_UUID_STRLEN + 1);
-    GET("ce_source", h->source, true)
-    if (!text_ok(h->source))
-        return bad(err, CSTL_EDECODE, "ce_source", h->source);
-    GET("ce_type", h->type, true)
-    if (!text_ok(h->type))
-        return bad(err, CSTL_EDECODE, "ce_type", h->type);
+    memcpy(out->id, buf, CSTL_UUID_STRLEN + 1);
+    GET("ce_source", out->source, true)
+    if (!text_ok(out->source))
+        return bad(err, CSTL_EDECODE, "ce_source", out->source);
+    GET("ce_type", out->type, true)
+    if (!text_ok(out->type))
+        return bad(err, CSTL_EDECODE, "ce_type", out->type);
     GET("ce_time", buf, true)
-    if (cstl_event_time_parse(buf, &h->time_us) != 0)
+    if (cstl_event_time_parse(buf, &out->time_us) != 0)
         return bad(err, CSTL_EDECODE, "ce_time", buf);
-    GET("ce_subject", h->subject, true)
-    if (!text_ok(h->subject))
-        return bad(err, CSTL_EDECODE, "ce_subject", h->subject);
+    GET("ce_subject", out->subject, true)
+    if (!text_ok(out->subject))
+        return bad(err, CSTL_EDECODE, "ce_subject", out->subject);
     GET("cstl_tenant", buf, true)
     if (!cstl_uuid_valid(buf))
         return bad(err, CSTL_EDECODE, "cstl_tenant", buf);
-    memcpy(h->tenant, buf, CSTL_UUID_STRLEN + 1);
+    memcpy(out->tenant, buf, CSTL_UUID_STRLEN + 1);
     GET("cstl_version", buf, true)
     char *end = NULL;
     long long ver = strtoll(buf, &end, 10);
     if (!isdigit((unsigned char)buf[0]) || *end || ver < 1 || strlen(buf) > 18)
         return bad(err, CSTL_EDECODE, "cstl_version", buf);
-    h->version = ver;
+    out->version = ver;
     if ((rc = get(hdrs, "cstl_causation", buf, sizeof buf, false, err)) < 0)
         return rc;
     if (rc == 0) {
         if (!cstl_uuid_valid(buf))
             return bad(err, CSTL_EDECODE, "cstl_causation", buf);
-        memcpy(h->causation, buf, CSTL_UUID_STRLEN + 1);
+        memcpy(out->causation, buf, CSTL_UUID_STRLEN + 1);
     }
     if ((rc = get(hdrs, "cstl_correlation", buf, sizeof buf, false, err)) < 0)
         return rc;
     if (rc == 0) {
         if (!cstl_uuid_valid(buf))
             return bad(err, CSTL_EDECODE, "cstl_correlation", buf);
-        memcpy(h->correlation, buf, CSTL_UUID_STRLEN + 1);
+        memcpy(out->correlation, buf, CSTL_UUID_STRLEN + 1);
     }
     if ((rc = get(hdrs, "traceparent", buf, sizeof buf, false, err)) < 0)
         return rc;
     if (rc == 0) {
         if (!cstl_event_traceparent_valid(buf))
             return bad(err, CSTL_EDECODE, "traceparent", buf);
-        memcpy(h->traceparent, buf, 56);
+        memcpy(out->traceparent, buf, 56);
     }
 #undef GET
     return 0;

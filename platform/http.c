@@ -102,14 +102,14 @@ static bool route_beats(const route *a, const route *b)
     return false;
 }
 
-int cstl_http_route(cstl_http_server *s,
+int cstl_http_route(cstl_http_server *server,
                     const char *method,
                     const char *pattern,
                     cstl_http_handler handler,
                     void *ud,
                     cstl_error *err)
 {
-    if (s->state != STATE_NEW)
+    if (server->state != STATE_NEW)
         return cstl_error_set(err, CSTL_EINVAL, "routes must be added before the server starts");
     if (!cstl_http_token_valid(method) || handler == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "invalid method \"%s\" or missing handler",
@@ -133,8 +133,8 @@ int cstl_http_route(cstl_http_server *s,
         r.nseg = (size_t)i + 1;
     }
     free(copy);
-    for (size_t i = 0; ok && i < s->nroutes; i++) {
-        const route *o = &s->routes[i];
+    for (size_t i = 0; ok && i < server->nroutes; i++) {
+        const route *o = &server->routes[i];
         bool same = strcmp(o->method, method) == 0 && o->nseg == r.nseg;
         for (size_t k = 0; same && k < r.nseg; k++)
             same = o->param[k] == r.param[k] && (r.param[k] || strcmp(o->seg[k], r.seg[k]) == 0);
@@ -157,11 +157,11 @@ int cstl_http_route(cstl_http_server *s,
     r.method = cstl_xstrdup(method);
     r.handler = handler;
     r.ud = ud;
-    if (s->nroutes == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 16;
-        s->routes = cstl_xrealloc(s->routes, s->cap * sizeof(*s->routes));
+    if (server->nroutes == server->cap) {
+        server->cap = server->cap ? server->cap * 2 : 16;
+        server->routes = cstl_xrealloc(server->routes, server->cap * sizeof(*server->routes));
     }
-    s->routes[s->nroutes++] = r;
+    server->routes[server->nroutes++] = r;
     return 0;
 }
 
@@ -476,9 +476,15 @@ static int bind_listener(cstl_http_server *s, cstl_error *err)
                               s->host, gai_strerror(gai));
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     int one = 1, e = 0;
+    struct sockaddr_storage addr = {0};
+    socklen_t alen = sizeof(addr);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0)
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &alen) != 0) {
         e = errno;
+        if (e == 0)
+            e = EIO;
+    }
     s->family = ai->ai_family;
     freeaddrinfo(ai);
     if (e != 0) {
@@ -491,11 +497,17 @@ static int bind_listener(cstl_http_server *s, cstl_error *err)
         err != NULL ? (void)(err->origin = CSTL_ORIGIN_OS, err->origin_code = e) : (void)0;
         return CSTL_EIO;
     }
-    struct sockaddr_storage addr;
-    socklen_t alen = sizeof(addr);
-    getsockname(fd, (struct sockaddr *)&addr, &alen);
-    s->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
-                                               : ((struct sockaddr_in *)&addr)->sin_port);
+    in_port_t bound = 0;
+    if (addr.ss_family == AF_INET6) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, &addr, sizeof(in6));
+        bound = in6.sin6_port;
+    } else {
+        struct sockaddr_in in4;
+        memcpy(&in4, &addr, sizeof(in4));
+        bound = in4.sin_port;
+    }
+    s->port = ntohs(bound);
     s->listen_fd = fd;
     return 0;
 }
@@ -507,7 +519,7 @@ cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error
         cstl_error_set(err, CSTL_ECONFIG, "invalid port \"%u\"", o.port);
         return NULL;
     }
-    if (o.threads > 1024 || o.max_header_bytes > 1024 * 1024) {
+    if (o.threads > 1024 || o.max_header_bytes > (size_t)1024 * 1024) {
         cstl_error_set(err, CSTL_ECONFIG, "invalid thread count \"%u\" or header cap \"%zu\"",
                        o.threads, o.max_header_bytes);
         return NULL;
@@ -550,42 +562,42 @@ cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error
     return s;
 }
 
-unsigned cstl_http_server_port(const cstl_http_server *s)
+unsigned cstl_http_server_port(const cstl_http_server *server)
 {
-    return s->port;
+    return server->port;
 }
 
-int cstl_http_server_start(cstl_http_server *s, cstl_error *err)
+int cstl_http_server_start(cstl_http_server *server, cstl_error *err)
 {
-    if (s->state != STATE_NEW)
+    if (server->state != STATE_NEW)
         return cstl_error_set(err, CSTL_EINVAL, "the server was already started");
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
-    if (s->family == AF_INET6)
+    if (server->family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* MHD keeps the request line and headers, plus its own bookkeeping and the response header
-     * buffer, in the connection's pool: twice the header cap plus 16 KiB covers it, and
+     * buffer, in the connection'server pool: twice the header cap plus 16 KiB covers it, and
      * check_request enforces the exact cap. */
-    size_t memory = s->max_header * 2 + 16 * 1024;
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_LISTEN_SOCKET,
-                                 s->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, s->threads,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, s->timeout,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory,
-                                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_END);
-    if (s->daemon == NULL)
+    size_t memory = server->max_header * 2 + (size_t)16 * 1024;
+    server->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, server, MHD_OPTION_LISTEN_SOCKET, server->listen_fd,
+        MHD_OPTION_THREAD_POOL_SIZE, server->threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        server->timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, server, MHD_OPTION_END);
+    if (server->daemon == NULL)
         return cstl_error_set(err, CSTL_EIO, "cannot start the http server on port \"%u\"",
-                              s->port);
-    s->state = STATE_STARTED;
+                              server->port);
+    server->state = STATE_STARTED;
     return 0;
 }
 
-int cstl_http_server_stop(cstl_http_server *s, unsigned grace_ms)
+int cstl_http_server_stop(cstl_http_server *server, unsigned grace_ms)
 {
-    if (s == NULL || s->state == STATE_STOPPED)
+    if (server == NULL || server->state == STATE_STOPPED)
         return 0;
     int rc = 0;
-    if (s->state == STATE_STARTED) {
-        atomic_store(&s->stopping, true);
-        bool quiesced = MHD_quiesce_daemon(s->daemon) != MHD_INVALID_SOCKET;
+    if (server->state == STATE_STARTED) {
+        atomic_store(&server->stopping, true);
+        bool quiesced = MHD_quiesce_daemon(server->daemon) != MHD_INVALID_SOCKET;
         struct timespec deadline;
         clock_gettime(CLOCK_REALTIME, &deadline);
         deadline.tv_sec += grace_ms / 1000;
@@ -594,43 +606,43 @@ int cstl_http_server_stop(cstl_http_server *s, unsigned grace_ms)
             deadline.tv_sec++;
             deadline.tv_nsec -= 1000000000L;
         }
-        pthread_mutex_lock(&s->lock);
-        while (s->inflight > 0) {
-            if (pthread_cond_timedwait(&s->idle, &s->lock, &deadline) == ETIMEDOUT) {
-                rc = s->inflight > 0 ? CSTL_ETIMEDOUT : 0;
+        pthread_mutex_lock(&server->lock);
+        while (server->inflight > 0) {
+            if (pthread_cond_timedwait(&server->idle, &server->lock, &deadline) == ETIMEDOUT) {
+                rc = server->inflight > 0 ? CSTL_ETIMEDOUT : 0;
                 break;
             }
         }
-        pthread_mutex_unlock(&s->lock);
-        MHD_stop_daemon(s->daemon);
-        s->daemon = NULL;
+        pthread_mutex_unlock(&server->lock);
+        MHD_stop_daemon(server->daemon);
+        server->daemon = NULL;
         /* After a quiesce the listening socket is ours to close; otherwise MHD closed it. */
         if (!quiesced)
-            s->listen_fd = -1;
+            server->listen_fd = -1;
     }
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
-    s->listen_fd = -1;
-    s->state = STATE_STOPPED;
+    if (server->listen_fd >= 0)
+        close(server->listen_fd);
+    server->listen_fd = -1;
+    server->state = STATE_STOPPED;
     return rc;
 }
 
-void cstl_http_server_free(cstl_http_server *s)
+void cstl_http_server_free(cstl_http_server *server)
 {
-    if (s == NULL)
+    if (server == NULL)
         return;
-    cstl_http_server_stop(s, 0);
-    for (size_t i = 0; i < s->nroutes; i++) {
-        for (size_t k = 0; k < s->routes[i].nseg; k++)
-            free(s->routes[i].seg[k]);
-        free(s->routes[i].method);
-        free(s->routes[i].pattern);
+    cstl_http_server_stop(server, 0);
+    for (size_t i = 0; i < server->nroutes; i++) {
+        for (size_t k = 0; k < server->routes[i].nseg; k++)
+            free(server->routes[i].seg[k]);
+        free(server->routes[i].method);
+        free(server->routes[i].pattern);
     }
-    free(s->routes);
-    pthread_cond_destroy(&s->idle);
-    pthread_mutex_destroy(&s->lock);
-    free(s->problem_base);
-    free(s->service);
-    free(s->host);
-    free(s);
+    free(server->routes);
+    pthread_cond_destroy(&server->idle);
+    pthread_mutex_destroy(&server->lock);
+    free(server->problem_base);
+    free(server->service);
+    free(server->host);
+    free(server);
 }

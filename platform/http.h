@@ -32,8 +32,8 @@ typedef struct cstl_http_request cstl_http_request;
 /* Defaults used for zero option fields. */
 #define CSTL_HTTP_DEFAULT_HOST         "127.0.0.1"
 #define CSTL_HTTP_DEFAULT_THREADS      4
-#define CSTL_HTTP_DEFAULT_MAX_BODY     (1024 * 1024)
-#define CSTL_HTTP_DEFAULT_MAX_HEADER   (16 * 1024)
+#define CSTL_HTTP_DEFAULT_MAX_BODY     ((size_t)1024 * 1024)
+#define CSTL_HTTP_DEFAULT_MAX_HEADER   ((size_t)16 * 1024)
 #define CSTL_HTTP_DEFAULT_TIMEOUT      30
 #define CSTL_HTTP_DEFAULT_MAX_QUERY    64   /* query parameters per request */
 #define CSTL_HTTP_MAX_QUERY_VALUE      2048 /* bytes in one decoded query name or value */

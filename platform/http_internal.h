@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <time.h>
 
-#define DRAIN_MAX (1024 * 1024) /* body bytes discarded after the cap before dropping */
+#define DRAIN_MAX ((size_t)1024 * 1024) /* body bytes discarded after the cap before dropping */
 
 typedef struct route {
     char *method;

@@ -40,7 +40,7 @@ char *cstl_http_pool_strdup(cstl_http_request *req, const char *s)
 {
     size_t n = strlen(s);
     char *p = cstl_http_request_alloc(req, n + 1);
-    memcpy(p, s, n);
+    memcpy(p, s, n + 1);
     return p;
 }
 
@@ -304,7 +304,7 @@ int cstl_http_respond_error(cstl_http_request *req, const cstl_error *err)
         if (!has)
             cstl_http_set_header(req, "WWW-Authenticate", "Bearer");
     }
-    if (e->status >= 500)
+    if (err == NULL || e->status >= 500)
         return cstl_http_respond_problem(req, e->status, e->type, e->title, NULL, NULL);
     json_t *ext = NULL;
     if (err->detail[0] != '\0')

@@ -68,8 +68,8 @@ static int32_t md_partitions(const rd_kafka_metadata_t *md, const char *topic)
     return 0;
 }
 
-static int fetch_metadata(cstl_kafka_admin *a, int timeout_ms, const rd_kafka_metadata_t **md,
-                          cstl_error *err)
+static int
+fetch_metadata(cstl_kafka_admin *a, int timeout_ms, const rd_kafka_metadata_t **md, cstl_error *err)
 {
     rd_kafka_resp_err_t rc = rd_kafka_metadata(a->rk, 1, NULL, md, timeout_ms < 1 ? 1 : timeout_ms);
     if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -77,8 +77,8 @@ static int fetch_metadata(cstl_kafka_admin *a, int timeout_ms, const rd_kafka_me
     return 0;
 }
 
-int cstl_kafka_admin_partition_count(cstl_kafka_admin *a, const char *topic, int timeout_ms,
-                                     int32_t *out, cstl_error *err)
+int cstl_kafka_admin_partition_count(
+    cstl_kafka_admin *a, const char *topic, int timeout_ms, int32_t *out, cstl_error *err)
 {
     if (a == NULL || topic == NULL || out == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "partition count needs an admin and a topic");
@@ -100,12 +100,13 @@ int cstl_kafka_admin_partition_count(cstl_kafka_admin *a, const char *topic, int
 }
 
 /* Waits for an admin result event of type want on q until the deadline. */
-static rd_kafka_event_t *wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want,
-                                     int64_t deadline)
+static rd_kafka_event_t *
+wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want, int64_t deadline)
 {
     for (;;) {
         int64_t left = deadline - now_ms();
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 1 ? 1 : (int)(left > 1000 ? 1000 : left));
+        rd_kafka_event_t *ev =
+            rd_kafka_queue_poll(q, left < 1 ? 1 : (int)(left > 1000 ? 1000 : left));
         if (ev != NULL && rd_kafka_event_type(ev) == want)
             return ev;
         if (ev != NULL)
@@ -115,8 +116,8 @@ static rd_kafka_event_t *wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t 
     }
 }
 
-static rd_kafka_AdminOptions_t *admin_options(cstl_kafka_admin *a, rd_kafka_admin_op_t op,
-                                              int timeout_ms)
+static rd_kafka_AdminOptions_t *
+admin_options(cstl_kafka_admin *a, rd_kafka_admin_op_t op, int timeout_ms)
 {
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(a->rk, op);
     char errstr[256];
@@ -126,8 +127,8 @@ static rd_kafka_AdminOptions_t *admin_options(cstl_kafka_admin *a, rd_kafka_admi
 }
 
 /* Waits until every topic in names (n, with partitions[i] each) is in the metadata with leaders. */
-static int wait_visible(cstl_kafka_admin *a, const char *const *names, size_t n, int64_t deadline,
-                        cstl_error *err)
+static int wait_visible(
+    cstl_kafka_admin *a, const char *const *names, size_t n, int64_t deadline, cstl_error *err)
 {
     const char *missing = names[0];
     for (;;) {
@@ -153,13 +154,78 @@ static int wait_visible(cstl_kafka_admin *a, const char *const *names, size_t n,
                                   "created topic \"%s\" did not appear in the metadata in time",
                                   missing);
         }
-        struct timespec ts = {0, 100 * 1000000};
+        struct timespec ts = {0, 100L * 1000000};
         nanosleep(&ts, NULL);
     }
 }
 
-int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_spec *specs,
-                                   size_t n, int timeout_ms, size_t *created, size_t *existing,
+/* A topic that already exists: counted in *existing when it has the partitions of s; otherwise
+ * the error is recorded in *first and err unless an earlier one already was. */
+static void check_existing(cstl_kafka_admin *a,
+                           const cstl_kafka_topic_spec *s,
+                           int64_t deadline,
+                           size_t *existing,
+                           int *first,
+                           cstl_error *err)
+{
+    int32_t have = 0;
+    cstl_error e;
+    int64_t left = deadline - now_ms();
+    int rc =
+        cstl_kafka_admin_partition_count(a, s->name, left < 1000 ? 1000 : (int)left, &have, &e);
+    if (rc != 0) {
+        if (*first == 0) {
+            *first = rc;
+            if (err != NULL)
+                *err = e;
+        }
+    } else if (have != s->partitions) {
+        if (*first == 0)
+            *first = cstl_error_set(err, CSTL_ECONFLICT,
+                                    "topic \"%s\" exists with %d partitions, expected %d", s->name,
+                                    (int)have, (int)s->partitions);
+    } else {
+        (*existing)++;
+    }
+}
+
+/* Fills topics[0..n) with librdkafka's NewTopic objects for specs. Returns 0, or CSTL_EINVAL for
+ * an invalid spec; the objects made so far are left in topics for the caller to destroy. */
+static int new_topics(const cstl_kafka_topic_spec *specs,
+                      size_t n,
+                      rd_kafka_NewTopic_t **topics,
+                      cstl_error *err)
+{
+    char errstr[512];
+    for (size_t i = 0; i < n; i++) {
+        const cstl_kafka_topic_spec *s = &specs[i];
+        if (s->name == NULL || s->partitions < 1 || s->replication_factor < 1)
+            return cstl_error_set(err, CSTL_EINVAL,
+                                  "invalid topic \"%s\": needs a name, partitions >= 1 and "
+                                  "replication factor >= 1",
+                                  s->name ? s->name : "");
+        topics[i] = rd_kafka_NewTopic_new(s->name, s->partitions, s->replication_factor, errstr,
+                                          sizeof(errstr));
+        if (topics[i] == NULL)
+            return cstl_error_set(err, CSTL_EINVAL, "invalid topic \"%s\": %s", s->name, errstr);
+        for (size_t k = 0; s->config != NULL && s->config[k] != NULL; k += 2) {
+            rd_kafka_resp_err_t rc =
+                rd_kafka_NewTopic_set_config(topics[i], s->config[k], s->config[k + 1]);
+            if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
+                return cstl_error_set(
+                    err, CSTL_EINVAL, "invalid config \"%s\" = \"%s\" of topic \"%s\"",
+                    s->config[k], s->config[k + 1] ? s->config[k + 1] : "", s->name);
+        }
+    }
+    return 0;
+}
+
+int cstl_kafka_admin_create_topics(cstl_kafka_admin *a,
+                                   const cstl_kafka_topic_spec *specs,
+                                   size_t n,
+                                   int timeout_ms,
+                                   size_t *created,
+                                   size_t *existing,
                                    cstl_error *err)
 {
     if (created != NULL)
@@ -171,8 +237,7 @@ int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_s
     if (n == 0)
         return 0;
     int64_t deadline = now_ms() + timeout_ms;
-    char errstr[512];
-    rd_kafka_NewTopic_t **topics = cstl_xcalloc(n, sizeof(*topics));
+    rd_kafka_NewTopic_t **topics = cstl_xcalloc(n, sizeof(rd_kafka_NewTopic_t *));
     const char **new_names = cstl_xcalloc(n, sizeof(*new_names));
     size_t n_new = 0, n_existing = 0;
     int first = 0;
@@ -180,41 +245,17 @@ int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_s
     rd_kafka_AdminOptions_t *opts = NULL;
     rd_kafka_event_t *ev = NULL;
 
-    for (size_t i = 0; i < n; i++) {
-        const cstl_kafka_topic_spec *s = &specs[i];
-        if (s->name == NULL || s->partitions < 1 || s->replication_factor < 1) {
-            first = cstl_error_set(err, CSTL_EINVAL,
-                                   "invalid topic \"%s\": needs a name, partitions >= 1 and "
-                                   "replication factor >= 1",
-                                   s->name ? s->name : "");
-            goto done;
-        }
-        topics[i] = rd_kafka_NewTopic_new(s->name, s->partitions, s->replication_factor, errstr,
-                                          sizeof(errstr));
-        if (topics[i] == NULL) {
-            first = cstl_error_set(err, CSTL_EINVAL, "invalid topic \"%s\": %s", s->name, errstr);
-            goto done;
-        }
-        for (size_t k = 0; s->config != NULL && s->config[k] != NULL; k += 2) {
-            rd_kafka_resp_err_t rc =
-                rd_kafka_NewTopic_set_config(topics[i], s->config[k], s->config[k + 1]);
-            if (rc != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                first = cstl_error_set(err, CSTL_EINVAL,
-                                       "invalid config \"%s\" = \"%s\" of topic \"%s\"",
-                                       s->config[k], s->config[k + 1] ? s->config[k + 1] : "",
-                                       s->name);
-                goto done;
-            }
-        }
-    }
+    first = new_topics(specs, n, topics, err);
+    if (first != 0)
+        goto done;
 
     q = rd_kafka_queue_new(a->rk);
     opts = admin_options(a, RD_KAFKA_ADMIN_OP_CREATETOPICS, timeout_ms);
     rd_kafka_CreateTopics(a->rk, topics, n, opts, q);
     ev = wait_result(q, RD_KAFKA_EVENT_CREATETOPICS_RESULT, deadline + 1000);
     if (ev == NULL) {
-        first = cstl_error_set(err, CSTL_ETIMEDOUT, "creating %zu topics timed out after %d ms",
-                               n, timeout_ms);
+        first = cstl_error_set(err, CSTL_ETIMEDOUT, "creating %zu topics timed out after %d ms", n,
+                               timeout_ms);
         goto done;
     }
     if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -236,25 +277,7 @@ int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_s
         if (code == RD_KAFKA_RESP_ERR_NO_ERROR) {
             new_names[n_new++] = s->name;
         } else if (code == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            int32_t have = 0;
-            cstl_error e;
-            int64_t left = deadline - now_ms();
-            int rc = cstl_kafka_admin_partition_count(a, name, left < 1000 ? 1000 : (int)left,
-                                                      &have, &e);
-            if (rc != 0) {
-                if (first == 0) {
-                    first = rc;
-                    if (err != NULL)
-                        *err = e;
-                }
-            } else if (have != s->partitions) {
-                if (first == 0)
-                    first = cstl_error_set(err, CSTL_ECONFLICT,
-                                           "topic \"%s\" exists with %d partitions, expected %d",
-                                           name, (int)have, (int)s->partitions);
-            } else {
-                n_existing++;
-            }
+            check_existing(a, s, deadline, &n_existing, &first, err);
         } else if (first == 0) {
             char context[300];
             snprintf(context, sizeof(context), "cannot create topic \"%s\"", name);
@@ -293,14 +316,14 @@ done:
     return first;
 }
 
-int cstl_kafka_admin_delete_topics(cstl_kafka_admin *a, const char *const *names, size_t n,
-                                   int timeout_ms, cstl_error *err)
+int cstl_kafka_admin_delete_topics(
+    cstl_kafka_admin *a, const char *const *names, size_t n, int timeout_ms, cstl_error *err)
 {
     if (a == NULL || (names == NULL && n > 0))
         return cstl_error_set(err, CSTL_EINVAL, "topic deletion needs an admin and topics");
     if (n == 0)
         return 0;
-    rd_kafka_DeleteTopic_t **del = cstl_xcalloc(n, sizeof(*del));
+    rd_kafka_DeleteTopic_t **del = cstl_xcalloc(n, sizeof(rd_kafka_DeleteTopic_t *));
     for (size_t i = 0; i < n; i++)
         del[i] = rd_kafka_DeleteTopic_new(names[i]);
     rd_kafka_queue_t *q = rd_kafka_queue_new(a->rk);
@@ -310,8 +333,8 @@ int cstl_kafka_admin_delete_topics(cstl_kafka_admin *a, const char *const *names
         wait_result(q, RD_KAFKA_EVENT_DELETETOPICS_RESULT, now_ms() + timeout_ms + 1000);
     int first = 0;
     if (ev == NULL) {
-        first = cstl_error_set(err, CSTL_ETIMEDOUT, "deleting %zu topics timed out after %d ms",
-                               n, timeout_ms);
+        first = cstl_error_set(err, CSTL_ETIMEDOUT, "deleting %zu topics timed out after %d ms", n,
+                               timeout_ms);
     } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         first = cstl_kafka_error_from_code(err, rd_kafka_event_error(ev), "cannot delete topics");
     } else {

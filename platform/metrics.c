@@ -121,9 +121,9 @@ static void sb_escaped(sbuf *b, const char *s, bool quote)
 static void format_double(double v, char out[40])
 {
     if (isnan(v)) {
-        strcpy(out, "NaN");
+        snprintf(out, 40, "%s", "NaN");
     } else if (isinf(v)) {
-        strcpy(out, v > 0 ? "+Inf" : "-Inf");
+        snprintf(out, 40, "%s", v > 0 ? "+Inf" : "-Inf");
     } else {
         snprintf(out, 40, "%.15g", v);
         if (strtod(out, NULL) != v)
@@ -265,30 +265,30 @@ static cstl_metric *child_create(cstl_metric_family *f, const char *const *value
     return c;
 }
 
-cstl_metric *cstl_metrics_child(cstl_metric_family *f, const char *const *values)
+cstl_metric *cstl_metrics_child(cstl_metric_family *family, const char *const *values)
 {
-    if (f == NULL || f->kind == KIND_GAUGE_FUNC)
+    if (family == NULL || family->kind == KIND_GAUGE_FUNC)
         return NULL;
-    if (f->nlabels > 0 && values == NULL)
+    if (family->nlabels > 0 && values == NULL)
         return NULL;
-    for (size_t i = 0; i < f->nlabels; i++)
+    for (size_t i = 0; i < family->nlabels; i++)
         if (values[i] == NULL || strlen(values[i]) > CSTL_METRICS_MAX_LABEL_VALUE)
             return NULL;
-    uint64_t hash = hash_values(values, f->nlabels);
-    pthread_mutex_lock(&f->lock);
-    cstl_metric *c = f->table[hash % FAMILY_HASH_SIZE];
+    uint64_t hash = hash_values(values, family->nlabels);
+    pthread_mutex_lock(&family->lock);
+    cstl_metric *c = family->table[hash % FAMILY_HASH_SIZE];
     for (; c != NULL; c = c->hash_next) {
         if (c->hash != hash)
             continue;
         size_t i = 0;
-        while (i < f->nlabels && strcmp(c->values[i], values[i]) == 0)
+        while (i < family->nlabels && strcmp(c->values[i], values[i]) == 0)
             i++;
-        if (i == f->nlabels)
+        if (i == family->nlabels)
             break;
     }
-    if (c == NULL && f->nchildren < CSTL_METRICS_MAX_CHILDREN)
-        c = child_create(f, values, hash);
-    pthread_mutex_unlock(&f->lock);
+    if (c == NULL && family->nchildren < CSTL_METRICS_MAX_CHILDREN)
+        c = child_create(family, values, hash);
+    pthread_mutex_unlock(&family->lock);
     return c;
 }
 
@@ -428,7 +428,7 @@ static cstl_metric_family *family_register(cstl_metrics *reg,
         child_create(f, NULL, hash_values(NULL, 0));
     if (reg->nfamilies == reg->cap) {
         reg->cap = reg->cap ? reg->cap * 2 : 16;
-        reg->families = cstl_xrealloc(reg->families, reg->cap * sizeof(*reg->families));
+        reg->families = cstl_xrealloc(reg->families, reg->cap * sizeof(cstl_metric_family *));
     }
     reg->families[reg->nfamilies++] = f;
     pthread_mutex_unlock(&reg->lock);
@@ -490,7 +490,7 @@ int cstl_metrics_unregister(cstl_metrics *reg, const char *name)
     cstl_metric_family *f = find_family(reg, name, &index);
     if (f != NULL) {
         memmove(&reg->families[index], &reg->families[index + 1],
-                (reg->nfamilies - index - 1) * sizeof(*reg->families));
+                (reg->nfamilies - index - 1) * sizeof(cstl_metric_family *));
         reg->nfamilies--;
     }
     pthread_mutex_unlock(&reg->lock);
@@ -500,64 +500,64 @@ int cstl_metrics_unregister(cstl_metrics *reg, const char *name)
     return 0;
 }
 
-void cstl_metrics_counter_inc(cstl_metric *c)
+void cstl_metrics_counter_inc(cstl_metric *counter)
 {
-    if (c != NULL && c->kind == KIND_COUNTER)
-        atomic_add_double(&c->bits, 1.0);
+    if (counter != NULL && counter->kind == KIND_COUNTER)
+        atomic_add_double(&counter->bits, 1.0);
 }
 
-int cstl_metrics_counter_add(cstl_metric *c, double amount)
+int cstl_metrics_counter_add(cstl_metric *counter, double amount)
 {
     if (isnan(amount) || amount < 0)
         return CSTL_EINVAL;
-    if (c != NULL && c->kind == KIND_COUNTER)
-        atomic_add_double(&c->bits, amount);
+    if (counter != NULL && counter->kind == KIND_COUNTER)
+        atomic_add_double(&counter->bits, amount);
     return 0;
 }
 
-void cstl_metrics_gauge_set(cstl_metric *g, double value)
+void cstl_metrics_gauge_set(cstl_metric *gauge, double value)
 {
-    if (g != NULL && g->kind == KIND_GAUGE)
-        atomic_store_explicit(&g->bits, double_to_bits(value), memory_order_relaxed);
+    if (gauge != NULL && gauge->kind == KIND_GAUGE)
+        atomic_store_explicit(&gauge->bits, double_to_bits(value), memory_order_relaxed);
 }
 
-void cstl_metrics_gauge_add(cstl_metric *g, double amount)
+void cstl_metrics_gauge_add(cstl_metric *gauge, double amount)
 {
-    if (g != NULL && g->kind == KIND_GAUGE)
-        atomic_add_double(&g->bits, amount);
+    if (gauge != NULL && gauge->kind == KIND_GAUGE)
+        atomic_add_double(&gauge->bits, amount);
 }
 
-void cstl_metrics_gauge_inc(cstl_metric *g)
+void cstl_metrics_gauge_inc(cstl_metric *gauge)
 {
-    cstl_metrics_gauge_add(g, 1.0);
+    cstl_metrics_gauge_add(gauge, 1.0);
 }
 
-void cstl_metrics_gauge_dec(cstl_metric *g)
+void cstl_metrics_gauge_dec(cstl_metric *gauge)
 {
-    cstl_metrics_gauge_add(g, -1.0);
+    cstl_metrics_gauge_add(gauge, -1.0);
 }
 
-void cstl_metrics_histogram_observe(cstl_metric *h, double value)
+void cstl_metrics_histogram_observe(cstl_metric *histogram, double value)
 {
-    if (h == NULL || h->kind != KIND_HISTOGRAM || isnan(value))
+    if (histogram == NULL || histogram->kind != KIND_HISTOGRAM || isnan(value))
         return;
-    const cstl_metric_family *f = h->family;
+    const cstl_metric_family *f = histogram->family;
     size_t i = 0;
     while (i < f->nbuckets && value > f->buckets[i])
         i++;
-    atomic_fetch_add_explicit(&h->counts[i], 1, memory_order_relaxed);
-    atomic_add_double(&h->bits, value);
+    atomic_fetch_add_explicit(&histogram->counts[i], 1, memory_order_relaxed);
+    atomic_add_double(&histogram->bits, value);
 }
 
-double cstl_metrics_value(const cstl_metric *m)
+double cstl_metrics_value(const cstl_metric *metric)
 {
-    if (m == NULL)
+    if (metric == NULL)
         return 0;
-    if (m->kind != KIND_HISTOGRAM)
-        return bits_to_double(atomic_load_explicit(&m->bits, memory_order_relaxed));
+    if (metric->kind != KIND_HISTOGRAM)
+        return bits_to_double(atomic_load_explicit(&metric->bits, memory_order_relaxed));
     uint64_t total = 0;
-    for (size_t i = 0; i <= m->family->nbuckets; i++)
-        total += atomic_load_explicit(&m->counts[i], memory_order_relaxed);
+    for (size_t i = 0; i <= metric->family->nbuckets; i++)
+        total += atomic_load_explicit(&metric->counts[i], memory_order_relaxed);
     return (double)total;
 }
 
@@ -679,7 +679,7 @@ int cstl_metrics_render(cstl_metrics *reg, char **out, size_t *len)
     b.p[0] = '\0';
     if (reg != NULL) {
         pthread_mutex_lock(&reg->lock);
-        qsort(reg->families, reg->nfamilies, sizeof(*reg->families), family_cmp);
+        qsort(reg->families, reg->nfamilies, sizeof(cstl_metric_family *), family_cmp);
         for (size_t i = 0; i < reg->nfamilies; i++)
             render_family(&b, reg->families[i]);
         pthread_mutex_unlock(&reg->lock);
@@ -739,7 +739,16 @@ static void collect_memory(void *ud, cstl_metrics_sink *sink)
     FILE *fp = fopen("/proc/self/statm", "re");
     if (fp == NULL)
         return;
-    int got = fscanf(fp, "%llu %llu", &size, &resident);
+    char line[128];
+    int got = 0; /* numbers read: the first two fields are the total and resident pages */
+    if (fgets(line, sizeof(line), fp) != NULL) {
+        char *p = line, *end = NULL;
+        size = strtoull(p, &end, 10);
+        got += end != p;
+        p = end;
+        resident = strtoull(p, &end, 10);
+        got += end != p;
+    }
     fclose(fp);
     if (got != 2)
         return;

@@ -12,12 +12,11 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/evp.h>
 
 #define LOCK_KEY_TEXT_MAX 24
 
@@ -37,8 +36,8 @@ static const char *base_name(const char *file)
     return slash ? slash + 1 : file;
 }
 
-int cstl_migration_parse_name(const char *file, int *version, char *name, size_t name_size,
-                              cstl_error *err)
+int cstl_migration_parse_name(
+    const char *file, int *version, char *name, size_t name_size, cstl_error *err)
 {
     if (file == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "migration without a file name");
@@ -127,11 +126,11 @@ void cstl_migration_checksum(const void *data, size_t size, char out[CSTL_SHA256
     if (EVP_Digest(data, size, md, &len, EVP_sha256(), NULL) != 1 || len != 32)
         cstl_panic("sha-256 computation failed");
     static const char hex[] = "0123456789abcdef";
-    for (unsigned int i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }
-    out[2 * len] = '\0';
+    out[(size_t)2 * len] = '\0';
 }
 
 int cstl_migrations_embedded(cstl_migration **out, size_t *n, cstl_error *err)
@@ -212,8 +211,8 @@ static int apply_one(cstl_pg_conn *conn, const plan_item *it, cstl_error *err)
             if (!cstl_error_is_retriable(rc))
                 rc = CSTL_EMIGRATION;
             err->code = rc;
-            snprintf(err->message, sizeof(err->message), "migration %04d (\"%.200s\") failed: %.250s",
-                     it->version, it->m->file, inner);
+            snprintf(err->message, sizeof(err->message),
+                     "migration %04d (\"%.200s\") failed: %.250s", it->version, it->m->file, inner);
         } else if (!cstl_error_is_retriable(rc)) {
             rc = CSTL_EMIGRATION;
         }
@@ -222,8 +221,8 @@ static int apply_one(cstl_pg_conn *conn, const plan_item *it, cstl_error *err)
 }
 
 /* Reads schema_migrations and checks it against plan; marks what is applied. */
-static int verify_applied(cstl_pg_conn *conn, plan_item *plan, size_t n,
-                          cstl_migrate_report *report, cstl_error *err)
+static int verify_applied(
+    cstl_pg_conn *conn, plan_item *plan, size_t n, cstl_migrate_report *report, cstl_error *err)
 {
     PGresult *res = NULL;
     int rc = cstl_pg_exec(conn, "SELECT version, name, checksum FROM schema_migrations", 0, NULL,
@@ -231,7 +230,7 @@ static int verify_applied(cstl_pg_conn *conn, plan_item *plan, size_t n,
     if (rc != 0)
         return rc;
     for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
-        int version = atoi(PQgetvalue(res, r, 0));
+        int version = (int)strtol(PQgetvalue(res, r, 0), NULL, 10);
         const char *name = PQgetvalue(res, r, 1), *sum = PQgetvalue(res, r, 2);
         plan_item *it = NULL;
         for (size_t i = 0; i < n && it == NULL; i++)
@@ -261,8 +260,11 @@ static int verify_applied(cstl_pg_conn *conn, plan_item *plan, size_t n,
     return rc;
 }
 
-int cstl_migrate_run(cstl_pg_conn *conn, const cstl_migration *list, size_t n,
-                     cstl_migrate_report *report, cstl_error *err)
+int cstl_migrate_run(cstl_pg_conn *conn,
+                     const cstl_migration *list,
+                     size_t n,
+                     cstl_migrate_report *report,
+                     cstl_error *err)
 {
     cstl_migrate_report local_report;
     if (report == NULL)
@@ -282,8 +284,7 @@ int cstl_migrate_run(cstl_pg_conn *conn, const cstl_migration *list, size_t n,
                                   sizeof(plan[i].name), NULL);
         cstl_migration_checksum(sorted[i].sql, strlen(sorted[i].sql), plan[i].checksum);
     }
-    if (rc == 0 && (!cstl_pg_ok(conn) ||
-                    PQtransactionStatus(cstl_pg_raw(conn)) != PQTRANS_IDLE))
+    if (rc == 0 && (!cstl_pg_ok(conn) || PQtransactionStatus(cstl_pg_raw(conn)) != PQTRANS_IDLE))
         rc = cstl_error_set(err, CSTL_EINVAL,
                             "migrations need an open connection outside a transaction");
 

@@ -19,42 +19,48 @@ struct cstl_schema_report {
     size_t n, stored, cap;
 };
 
-cstl_schema_report *cstl_schema_report_new(void) { return cstl_xcalloc(1, sizeof(cstl_schema_report)); }
-
-void cstl_schema_report_free(cstl_schema_report *r)
+cstl_schema_report *cstl_schema_report_new(void)
 {
-    if (!r)
-        return;
-    for (size_t i = 0; i < r->stored; i++)
-        free(r->messages[i]);
-    free(r->messages);
-    free(r);
+    return cstl_xcalloc(1, sizeof(cstl_schema_report));
 }
 
-void cstl_schema_report_add(cstl_schema_report *r, const char *fmt, ...)
+void cstl_schema_report_free(cstl_schema_report *report)
 {
-    if (!r)
+    if (!report)
         return;
-    r->n++;
-    if (r->stored >= CSTL_SCHEMA_REPORT_MAX)
+    for (size_t i = 0; i < report->stored; i++)
+        free(report->messages[i]);
+    free(report->messages);
+    free(report);
+}
+
+void cstl_schema_report_add(cstl_schema_report *report, const char *fmt, ...)
+{
+    if (!report)
+        return;
+    report->n++;
+    if (report->stored >= CSTL_SCHEMA_REPORT_MAX)
         return;
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (r->stored == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 16;
-        r->messages = cstl_xrealloc(r->messages, r->cap * sizeof(char *));
+    if (report->stored == report->cap) {
+        report->cap = report->cap ? report->cap * 2 : 16;
+        report->messages = cstl_xrealloc(report->messages, report->cap * sizeof(char *));
     }
-    r->messages[r->stored++] = cstl_xstrdup(buf);
+    report->messages[report->stored++] = cstl_xstrdup(buf);
 }
 
-size_t cstl_schema_report_count(const cstl_schema_report *r) { return r ? r->n : 0; }
-
-const char *cstl_schema_report_message(const cstl_schema_report *r, size_t i)
+size_t cstl_schema_report_count(const cstl_schema_report *report)
 {
-    return r && i < r->stored ? r->messages[i] : NULL;
+    return report ? report->n : 0;
+}
+
+const char *cstl_schema_report_message(const cstl_schema_report *report, size_t i)
+{
+    return report && i < report->stored ? report->messages[i] : NULL;
 }
 
 char *cstl_schema_label(const char *fullname, char *out, size_t size)
@@ -99,11 +105,16 @@ static bool promotable(cstl_avro_type w, cstl_avro_type r)
     switch (w) {
     case CSTL_AVRO_INT:
         return r == CSTL_AVRO_LONG || r == CSTL_AVRO_FLOAT || r == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_LONG: return r == CSTL_AVRO_FLOAT || r == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_FLOAT: return r == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_STRING: return r == CSTL_AVRO_BYTES;
-    case CSTL_AVRO_BYTES: return r == CSTL_AVRO_STRING;
-    default: return false;
+    case CSTL_AVRO_LONG:
+        return r == CSTL_AVRO_FLOAT || r == CSTL_AVRO_DOUBLE;
+    case CSTL_AVRO_FLOAT:
+        return r == CSTL_AVRO_DOUBLE;
+    case CSTL_AVRO_STRING:
+        return r == CSTL_AVRO_BYTES;
+    case CSTL_AVRO_BYTES:
+        return r == CSTL_AVRO_STRING;
+    default:
+        return false;
     }
 }
 
@@ -132,8 +143,8 @@ static void sub_path(char *out, const char *path, const char *name)
     snprintf(out, PATH_LEN, "%s%s%s", path, path[0] ? "." : "", name);
 }
 
-static void check_record(checker *c, const cstl_avro_node *r, const cstl_avro_node *w,
-                         const char *path)
+static void
+check_record(checker *c, const cstl_avro_node *r, const cstl_avro_node *w, const char *path)
 {
     char p[PATH_LEN];
     for (size_t i = 0; i < r->n_fields; i++) {
@@ -230,12 +241,15 @@ static void check(checker *c, const cstl_avro_node *r, const cstl_avro_node *w, 
         snprintf(p, sizeof p, "%s{}", path);
         check(c, r->items, w->items, p);
         return;
-    default: return;
+    default:
+        return;
     }
 }
 
-int cstl_schema_compat_check(const cstl_avro_node *reader, const cstl_avro_node *writer,
-                             const char *label, cstl_schema_report *report)
+int cstl_schema_compat_check(const cstl_avro_node *reader,
+                             const cstl_avro_node *writer,
+                             const char *label,
+                             cstl_schema_report *report)
 {
     checker *c = cstl_xcalloc(1, sizeof(*c));
     c->label = label ? label : "schema";

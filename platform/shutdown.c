@@ -38,7 +38,7 @@ int cstl_shutdown_wait(int timeout_ms)
     for (;;) {
         if (atomic_load(&shutdown_flag))
             return -1;
-        struct timespec slice = {0, 100 * 1000 * 1000};
+        struct timespec slice = {0, 100L * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &slice);
         if (sig > 0) {
             atomic_store(&shutdown_flag, true);
@@ -47,8 +47,8 @@ int cstl_shutdown_wait(int timeout_ms)
         if (timeout_ms >= 0) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            long elapsed = (now.tv_sec - start.tv_sec) * 1000 +
-                           (now.tv_nsec - start.tv_nsec) / 1000000;
+            long elapsed =
+                (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
             if (elapsed >= timeout_ms)
                 return 0;
         }

@@ -2,7 +2,8 @@
 # `make test`: installs what is missing, starts the local stack, builds plain and sanitized
 # (AddressSanitizer + UBSan), runs every test through CTest in both builds, checks the schemas,
 # runs the fuzz targets for a bounded time, and stops the stack again if it started it, whether
-# the tests pass or not. Exit status: 0 when everything passed.
+# the tests pass or not. The format check and clang-tidy run after the build; either failing
+# fails the run. Exit status: 0 when everything passed.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
@@ -36,6 +37,11 @@ make --no-print-directory build-asan
 t_build=$(date +%s)
 
 failed=0
+say "format check (clang-format)"
+make --no-print-directory format-check || failed=1
+say "lint (clang-tidy)"
+make --no-print-directory lint || failed=1
+t_lint=$(date +%s)
 say "plain build: ctest"
 (cd build && ctest --output-on-failure -j "$jobs") || failed=1
 say "sanitized build (ASan + UBSan): ctest"
@@ -51,7 +57,7 @@ test -f build-fuzz/CMakeCache.txt || cmake -S . -B build-fuzz -G Ninja -DCMAKE_C
 cmake --build build-fuzz -j "$jobs" --target all
 (cd build-fuzz && ctest -L fuzz --output-on-failure) || failed=1
 t_end=$(date +%s)
-say "times: deps $((t_deps - t0)) s, stack $((t_stack - t_deps)) s, build $((t_build - t_stack)) s, tests $((t_end - t_build)) s, total $((t_end - t0)) s"
+say "times: deps $((t_deps - t0)) s, stack $((t_stack - t_deps)) s, build $((t_build - t_stack)) s, lint $((t_lint - t_build)) s, tests $((t_end - t_lint)) s, total $((t_end - t0)) s"
 if [ "$failed" != 0 ]; then
     say "FAILED"
     exit 1

@@ -4,8 +4,8 @@
  * partition counts, and a topic that exists with another partition count is refused. The catalog
  * is created under a unique test.<pid>.<random>. prefix and deleted at the end.
  */
-#include "platform/topics.h"
 #include "platform/log.h"
+#include "platform/topics.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

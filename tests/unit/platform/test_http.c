@@ -23,10 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* cmocka needs the standard headers above; keep it last. */
-// clang-format off
 #include <cmocka.h>
-// clang-format on
 
 /* The client. */
 
@@ -120,7 +117,10 @@ static void read_response(int fd, bool head, response *r)
     *end = '\0';
     r->body = end + 4;
     r->body_len = len - (size_t)(end + 4 - buf);
-    assert_int_equal(sscanf(buf, "HTTP/1.1 %d", &r->status), 1);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 ", 9), 0);
+    char *status_end = NULL;
+    r->status = (int)strtol(buf + 9, &status_end, 10);
+    assert_true(status_end > buf + 9);
     char *save = NULL;
     strtok_r(buf, "\r\n", &save); /* the status line */
     for (char *line = strtok_r(NULL, "\r\n", &save); line != NULL && r->nheaders < MAX_HEADERS;
@@ -260,7 +260,7 @@ static int h_error(cstl_http_request *req, void *ud)
 {
     (void)ud;
     cstl_error err;
-    int code = atoi(cstl_http_request_param(req, "code"));
+    int code = (int)strtol(cstl_http_request_param(req, "code"), NULL, 10);
     cstl_error_set(&err, code, "job \"%s\" secret internal detail", "j-1");
     cstl_error_detail(&err, "check the id");
     return cstl_http_respond_error(req, &err);
@@ -317,7 +317,7 @@ static int setup(void **state)
     cstl_http_options o = {
         .port = 0,
         .threads = 4,
-        .max_body_bytes = 64 * 1024,
+        .max_body_bytes = (size_t)64 * 1024,
         .service = "test",
         .metrics = f->metrics,
         .ready = ready_cb,
@@ -461,7 +461,7 @@ static void test_body_too_big_chunked(void **state)
     memset(chunk, 'x', sizeof(chunk));
     int n = snprintf(chunk, 16, "2000\r\n");
     memset(chunk + n, 'y', 8192);
-    memcpy(chunk + n + 8192, "\r\n", 2);
+    memcpy(chunk + n + 8192, "\r\n", 3);
     for (int i = 0; i < 16; i++) /* 128 KiB > 64 KiB cap */
         assert_true(send_all(fd, chunk, (size_t)n + 8192 + 2));
     assert_true(send_all(fd, "0\r\n\r\n", 5));
@@ -477,7 +477,7 @@ static void test_body_too_big_chunked(void **state)
 static void test_body_at_limit_accepted(void **state)
 {
     fixture *f = *state;
-    size_t body = 64 * 1024;
+    size_t body = (size_t)64 * 1024;
     char *raw = malloc(body + 256);
     int n = snprintf(raw, 256,
                      "POST /v1/gpus/g/drain HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n"
@@ -495,11 +495,11 @@ static void test_body_at_limit_accepted(void **state)
 static void test_header_limit(void **state)
 {
     fixture *f = *state;
-    size_t big = 20 * 1024;
+    size_t big = (size_t)20 * 1024;
     char *extra = malloc(big + 32);
-    memcpy(extra, "X-Big: ", 7);
-    memset(extra + 7, 'b', big);
-    strcpy(extra + 7 + big, "\r\n");
+    int k = snprintf(extra, 8, "X-Big: ");
+    memset(extra + k, 'b', big);
+    snprintf(extra + k + big, 3, "\r\n");
     char *raw = malloc(big + 256);
     int n = snprintf(raw, big + 256,
                      "GET /healthz HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n", extra);
@@ -512,11 +512,11 @@ static void test_header_limit(void **state)
     free(extra);
 
     /* Far over MHD's connection memory: refused by MHD itself, never served. */
-    big = 256 * 1024;
+    big = (size_t)256 * 1024;
     raw = malloc(big + 128);
     n = snprintf(raw, 128, "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Huge: ");
     memset(raw + n, 'h', big);
-    memcpy(raw + n + big, "\r\n\r\n", 4);
+    memcpy(raw + n + big, "\r\n\r\n", 5);
     exchange(f->port, raw, (size_t)n + big + 4, &r);
     assert_true(r.closed || r.status == 431 || r.status == 413 || r.status == 400);
     response_free(&r);

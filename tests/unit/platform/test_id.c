@@ -58,18 +58,18 @@ static void test_parse_rejects(void **state)
     static const char *const bad[] = {
         "",
         "not-a-uuid",
-        "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b",       /* no dashes */
-        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5",    /* short */
-        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bb",  /* long */
-        "0190a1b2-c3d4-7e5f-8a9b_0c1d2e3f4a5b",   /* wrong separator */
-        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g",   /* not hex */
+        "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b",      /* no dashes */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5",   /* short */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bb", /* long */
+        "0190a1b2-c3d4-7e5f-8a9b_0c1d2e3f4a5b",  /* wrong separator */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g",  /* not hex */
     };
     for (size_t i = 0; i < CSTL_ARRAY_LEN(bad); i++)
         assert_int_equal(cstl_uuid_parse(bad[i], NULL), CSTL_EPARSE);
     assert_false(cstl_uuid_valid(NULL));
 }
 
-#define THREADS 4
+#define THREADS    4
 #define PER_THREAD 5000
 static char thread_ids[THREADS * PER_THREAD][CSTL_UUID_STRLEN + 1];
 
@@ -94,7 +94,7 @@ static void test_unique_across_threads(void **state)
         assert_int_equal(pthread_create(&th[t], NULL, make_ids, (void *)(intptr_t)t), 0);
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
-    qsort(thread_ids, THREADS * PER_THREAD, sizeof(thread_ids[0]), cmp_ids);
+    qsort(thread_ids, (size_t)THREADS * PER_THREAD, sizeof(thread_ids[0]), cmp_ids);
     for (int i = 1; i < THREADS * PER_THREAD; i++)
         assert_true(strcmp(thread_ids[i - 1], thread_ids[i]) < 0);
 }

@@ -13,10 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* cmocka needs the standard headers above; keep it last. */
-// clang-format off
 #include <cmocka.h>
-// clang-format on
 
 /* Renders reg and compares with expected exactly. */
 static void assert_render(cstl_metrics *reg, const char *expected)

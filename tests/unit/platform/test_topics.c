@@ -49,12 +49,12 @@ static void test_embedded_catalog(void **state)
 }
 
 #define TOPIC(name, ctx, parts) "{\"name\":\"" name "\"," ctx "\"partitions\":" parts "}"
-#define CTX(c) "\"context\":\"" c "\","
-#define CATALOG(topics) "{\"_doc\":\"x\",\"replication_factor\":1,\"topics\":[" topics "]}"
+#define CTX(c)                  "\"context\":\"" c "\","
+#define CATALOG(topics)         "{\"_doc\":\"x\",\"replication_factor\":1,\"topics\":[" topics "]}"
 #define JOBS(e_parts)                                                                              \
-    TOPIC("constellation.jobs.commands", CTX("jobs"), "3") ","                                     \
-    TOPIC("constellation.jobs.events", CTX("jobs"), e_parts) ","                                   \
-    TOPIC("constellation.jobs.snapshots", CTX("jobs"), "3")
+    TOPIC("constellation.jobs.commands", CTX("jobs"), "3")                                         \
+    "," TOPIC("constellation.jobs.events", CTX("jobs"),                                            \
+              e_parts) "," TOPIC("constellation.jobs.snapshots", CTX("jobs"), "3")
 
 static void test_good_small_catalog(void **state)
 {
@@ -62,8 +62,10 @@ static void test_good_small_catalog(void **state)
     const char *json = CATALOG(JOBS("3") "," TOPIC("constellation.dlq", "", "1"));
     cstl_error err;
     cstl_topic_catalog *cat = cstl_topics_parse(json, strlen(json), &err);
-    if (cat == NULL)
+    if (cat == NULL) {
         fail_msg("%s", err.message);
+        return; /* fail_msg does not return; this tells the analyzer so */
+    }
     assert_int_equal(cat->len, 4);
     assert_int_equal(cat->topics[3].config_len, 0);
     assert_null(cat->topics[3].config[0]);
@@ -109,8 +111,8 @@ static void test_bad_catalogs(void **state)
         {CATALOG(JOBS("6")), CSTL_ECONFIG,
          "\"constellation.jobs.commands\": has 3 partitions but \"constellation.jobs.events\" has "
          "6"},
-        {CATALOG(TOPIC("constellation.jobs.commands", CTX("jobs"), "3") "," TOPIC(
-             "constellation.jobs.events", CTX("jobs"), "3")),
+        {CATALOG(TOPIC("constellation.jobs.commands", CTX("jobs"),
+                       "3") "," TOPIC("constellation.jobs.events", CTX("jobs"), "3")),
          CSTL_ECONFIG, "context \"jobs\" has no topic \"constellation.jobs.snapshots\""},
         {CATALOG(TOPIC("constellation.jobs.queue", CTX("jobs"), "3")), CSTL_ECONFIG,
          "must be named constellation.jobs.commands, .events or .snapshots"},
@@ -156,17 +158,16 @@ static void test_overrides(void **state)
     cat = cstl_topics_load(&err);
     setenv("CONSTELLATION_JOB_LOGS_RETENTION_MS", "-1", 1);
     assert_int_equal(cstl_topics_apply_overrides(cat, NULL, 0, &err), 0);
-    assert_string_equal(config_value(cstl_topics_find(cat, "constellation.jobs.logs"),
-                                     "retention.ms"),
-                        "-1");
+    assert_string_equal(
+        config_value(cstl_topics_find(cat, "constellation.jobs.logs"), "retention.ms"), "-1");
     assert_int_equal(cat->replication_factor, 1);
     cstl_topics_free(cat);
     cat = cstl_topics_load(&err);
     setenv("CONSTELLATION_JOB_LOGS_RETENTION_MS", "", 1);
     assert_int_equal(cstl_topics_apply_overrides(cat, NULL, 0, &err), 0);
-    assert_string_equal(config_value(cstl_topics_find(cat, "constellation.jobs.logs"),
-                                     "retention.ms"),
-                        "604800000");
+    assert_string_equal(
+        config_value(cstl_topics_find(cat, "constellation.jobs.logs"), "retention.ms"),
+        "604800000");
     cstl_topics_free(cat);
     unsetenv("CONSTELLATION_JOB_LOGS_RETENTION_MS");
 }
@@ -202,8 +203,8 @@ static void test_bad_overrides(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embedded_catalog),  cmocka_unit_test(test_good_small_catalog),
-        cmocka_unit_test(test_bad_catalogs),      cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_embedded_catalog), cmocka_unit_test(test_good_small_catalog),
+        cmocka_unit_test(test_bad_catalogs),     cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_bad_overrides),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
