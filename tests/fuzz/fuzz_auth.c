@@ -84,7 +84,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 3 * CSTL_AUTH_MAX_TOKEN)
+    if (size > 3L * CSTL_AUTH_MAX_TOKEN)
         return 0;
     char *s = malloc(size + 8);
     size_t off = 0;
