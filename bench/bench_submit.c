@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #define MAX_CONNS   128
-#define MAX_SAMPLES (2 * 1000 * 1000)
+#define MAX_SAMPLES (2L * 1000 * 1000)
 
 static const char job_body[] =
     "{\"name\":\"resnet50-finetune\",\"gpu_count\":4,\"min_gpu_memory_mib\":40960,"
@@ -294,9 +294,9 @@ int main(void)
     load l = {.token = token, .duration = 5, .conns = 32};
     const char *colon = strrchr(addr, ':');
     l.addr.sin_family = AF_INET;
-    l.addr.sin_port = htons((uint16_t)atoi(colon ? colon + 1 : "8080"));
+    l.addr.sin_port = htons((uint16_t)strtol(colon ? colon + 1 : "8080", NULL, 10));
     inet_pton(AF_INET, "127.0.0.1", &l.addr.sin_addr);
-    l.lat = malloc(sizeof(double) * MAX_SAMPLES);
+    l.lat = malloc(sizeof(double) * (size_t)MAX_SAMPLES);
 
     /* Size of a SubmitJob envelope for this body, measured once on the wire by the handler: the
      * body above encodes to about 420 bytes of Avro; the anchor uses the same size. */

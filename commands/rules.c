@@ -23,6 +23,8 @@
 /* Writes the value as a quoted, cut string for a message. */
 static const char *quote(const char *s, char out[QUOTE_MAX + 8])
 {
+    if (s == NULL)
+        return "null";
     size_t n = strlen(s);
     if (n <= QUOTE_MAX)
         snprintf(out, QUOTE_MAX + 8, "\"%s\"", s);
@@ -99,8 +101,8 @@ static int get_field(cstl_decision *d,
         *out = NULL;
         if (optional)
             return 0;
-        return cstl_decision_reject(d, CSTL_REJECT_INVALID, "missing_field", path, "%s is required",
-                                    path);
+        cstl_decision_reject(d, CSTL_REJECT_INVALID, "missing_field", path, "%s is required", path);
+        return -1;
     }
     *out = v;
     return 0;
@@ -231,6 +233,8 @@ static int bad_format(cstl_decision *d, const char *path, const char *what, cons
 
 static int gpu_uuid_ok(const char *s)
 {
+    if (s == NULL)
+        return 0;
     size_t n = strlen(s);
     if (n < 1 || n > CSTL_GPU_UUID_MAX)
         return 0;
@@ -269,6 +273,8 @@ static int env_name_ok(const char *s)
 
 static int hostname_ok(const char *s)
 {
+    if (s == NULL)
+        return 0;
     for (const char *p = s; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
             return 0;

@@ -99,10 +99,10 @@ bool cstl_principal_can(const cstl_principal *p, cstl_perm perm)
 
 static EVP_PKEY *load_rsa_public_key(const char *pem, cstl_error *err)
 {
-    size_t len = strnlen(pem, CSTL_AUTH_MAX_PEM + 1);
-    if (len > CSTL_AUTH_MAX_PEM) {
+    size_t len = strnlen(pem, (size_t)CSTL_AUTH_MAX_PEM + 1);
+    if (len > (size_t)CSTL_AUTH_MAX_PEM) {
         cstl_error_set(err, CSTL_EINVAL, "the RS256 public key PEM is over %d bytes",
-                       CSTL_AUTH_MAX_PEM);
+                       (int)CSTL_AUTH_MAX_PEM);
         return NULL;
     }
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
@@ -205,11 +205,11 @@ static char *read_pem_file(const char *path, cstl_error *err)
                        path, strerror(errno));
         return NULL;
     }
-    char *buf = cstl_xmalloc(CSTL_AUTH_MAX_PEM + 2);
-    size_t n = fread(buf, 1, CSTL_AUTH_MAX_PEM + 1, f);
+    char *buf = cstl_xmalloc((size_t)CSTL_AUTH_MAX_PEM + 2);
+    size_t n = fread(buf, 1, (size_t)CSTL_AUTH_MAX_PEM + 1, f);
     int failed = ferror(f);
     fclose(f);
-    if (failed || n > CSTL_AUTH_MAX_PEM) {
+    if (failed || n > (size_t)CSTL_AUTH_MAX_PEM) {
         cstl_error_set(err, CSTL_ECONFIG, "CONSTELLATION_JWT_RS256_PUBLIC_KEY_FILE \"%s\" %s", path,
                        failed ? "cannot be read" : "is over 64 KiB");
         free(buf);

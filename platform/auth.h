@@ -87,7 +87,7 @@ bool cstl_principal_can(const cstl_principal *p, cstl_perm perm);
 #define CSTL_AUTH_MIN_HS256_SECRET 32   /* bytes */
 #define CSTL_AUTH_MAX_HS256_SECRET 1024 /* bytes */
 #define CSTL_AUTH_MIN_RSA_BITS     2048
-#define CSTL_AUTH_MAX_PEM          (64 * 1024)
+#define CSTL_AUTH_MAX_PEM          (64L * 1024)
 #define CSTL_AUTH_DEFAULT_LEEWAY   30
 #define CSTL_AUTH_MAX_LEEWAY       600
 #define CSTL_AUTH_NO_LEEWAY        (-1)    /* leeway_s value for no clock skew at all */

@@ -123,8 +123,8 @@ int cstl_api_key_parse(const char *key, char key_id[37], const char **secret)
         return CSTL_EPARSE;
     cstl_uuid id;
     for (int i = 0; i < 16; i++) {
-        const char *h = key + KEY_PREFIX_LEN + 2 * i;
-        id.bytes[i] = (uint8_t)(hex_value(h[0]) << 4 | hex_value(h[1]));
+        const char *h = key + KEY_PREFIX_LEN + 2 * (size_t)i;
+        id.bytes[i] = (uint8_t)((unsigned)hex_value(h[0]) << 4 | (unsigned)hex_value(h[1]));
     }
     if (key_id != NULL)
         cstl_uuid_format(&id, key_id);
@@ -158,7 +158,7 @@ static void map_insert(uuid_map *m, uuid_node *n)
 {
     if (m->count >= m->nbuckets) {
         size_t nb = m->nbuckets ? m->nbuckets * 2 : 64;
-        uuid_node **b = cstl_xcalloc(nb, sizeof(*b));
+        uuid_node **b = cstl_xcalloc(nb, sizeof(uuid_node *));
         for (size_t i = 0; i < m->nbuckets; i++) {
             for (uuid_node *e = m->buckets[i], *next; e; e = next) {
                 next = e->next;

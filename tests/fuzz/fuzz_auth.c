@@ -15,6 +15,7 @@
 
 #define SECRET "fuzz-secret-fuzz-secret-fuzz-secret-0123"
 
+// NOLINTNEXTLINE(readability-non-const-parameter): libFuzzer fixes this signature
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -48,6 +49,7 @@ static void b64url(const unsigned char *in, size_t len, char *out)
     out[n] = '\0';
 }
 
+// NOLINTNEXTLINE(readability-non-const-parameter): the signature is fixed by libFuzzer
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -67,14 +69,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     b64url((const unsigned char *)header, strlen(header), part);
     snprintf(jwt, sizeof jwt, "Bearer %s.", part);
     b64url((const unsigned char *)payload, strlen(payload), part);
-    strcat(jwt, part);
+    size_t used = strlen(jwt);
+    snprintf(jwt + used, sizeof jwt - used, "%s", part);
     unsigned char mac[32];
     unsigned int mac_len = 0;
     HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (const unsigned char *)jwt + 7, strlen(jwt) - 7,
          mac, &mac_len);
     b64url(mac, mac_len, part);
-    strcat(jwt, ".");
-    strcat(jwt, part);
+    used = strlen(jwt);
+    snprintf(jwt + used, sizeof jwt - used, ".%s", part);
     write_seed(dir, "seed-jwt", jwt);
     char bearer[CSTL_API_KEY_LEN + 8];
     snprintf(bearer, sizeof bearer, "Bearer %s", key);
