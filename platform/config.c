@@ -84,6 +84,10 @@ static const setting settings[] = {
      16, "replication factor of topics made by `constellation topics create`"},
     {"CONSTELLATION_JOB_LOGS_RETENTION_MS", SETTING_LONG, F(job_logs_retention_ms), "604800000",
      -1, LONG_MAX, "retention of constellation.jobs.logs (-1 keeps logs forever)"},
+    {"CONSTELLATION_PROJECTOR_BATCH_MAX", SETTING_INT, F(projector_batch_max), "1000", 1, 100000,
+     "most records a projector applies in one PostgreSQL transaction"},
+    {"CONSTELLATION_PROJECTOR_BATCH_MS", SETTING_INT, F(projector_batch_ms), "50", 1, 60000,
+     "longest a projector waits after a batch's first record before applying it, milliseconds"},
 };
 
 #undef F

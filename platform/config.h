@@ -46,6 +46,8 @@ typedef struct cstl_config {
     int kafka_timeout_ms;
     int topic_replication_factor;
     long job_logs_retention_ms;
+    int projector_batch_max;
+    int projector_batch_ms;
 } cstl_config;
 
 /* One problem found while loading; problems are collected in a cstl_config_problems list. */
