@@ -31,6 +31,7 @@ typedef struct part_state {
     int64_t next;       /* stored next offset; 0 when none stored */
     int64_t high;       /* last seen high watermark, -1 unknown */
     int64_t pending_ts; /* ms timestamp of the oldest held unapplied record, 0 none */
+    int64_t position;   /* consumer position when nothing is held (past transaction markers) */
 } part_state;
 
 struct cstl_projector {
@@ -63,6 +64,13 @@ struct cstl_projector {
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
 static cstl_projector *live;
 
+/* Offsets below this are applied: the stored offset, or the consumer's position when it holds
+ * nothing (the position moves past transaction markers, which are never records). */
+static int64_t done_upto(const part_state *s)
+{
+    return s->pending_ts == 0 && s->position > s->next ? s->position : s->next;
+}
+
 static void collect_lag(void *ud, cstl_metrics_sink *sink, bool seconds)
 {
     int64_t now = (int64_t)time(NULL) * 1000;
@@ -81,7 +89,7 @@ static void collect_lag(void *ud, cstl_metrics_sink *sink, bool seconds)
                 v = s->pending_ts > 0 && now > s->pending_ts ? (double)(now - s->pending_ts) / 1e3
                                                              : 0.0;
             else
-                v = s->high > s->next ? (double)(s->high - s->next) : 0.0;
+                v = s->high > done_upto(s) ? (double)(s->high - done_upto(s)) : 0.0;
             cstl_metrics_sink_add(sink, values, v);
         }
         pthread_mutex_unlock(&p->mu);
@@ -216,13 +224,19 @@ static void refresh_watermarks(cstl_projector *p)
         return;
     rd_kafka_t *rk = cstl_kafka_consumer_handle(p->consumer);
     pthread_mutex_lock(&p->mu);
+    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new((int)p->nparts + 1);
+    for (size_t i = 0; i < p->nparts; i++)
+        rd_kafka_topic_partition_list_add(pos, p->parts[i].topic, p->parts[i].partition);
+    rd_kafka_position(rk, pos);
     for (size_t i = 0; i < p->nparts; i++) {
         int64_t lo, hi;
+        p->parts[i].position = p->nbatch == 0 ? pos->elems[i].offset : -1;
         if (rd_kafka_get_watermark_offsets(rk, p->parts[i].topic, p->parts[i].partition, &lo,
                                            &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0)
             p->parts[i].high = hi;
     }
+    rd_kafka_topic_partition_list_destroy(pos);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -509,9 +523,14 @@ int64_t cstl_projector_lag(cstl_projector *p)
 {
     int64_t lag = 0;
     pthread_mutex_lock(&p->mu);
-    for (size_t i = 0; i < p->nparts; i++)
-        if (p->parts[i].high > p->parts[i].next)
-            lag += p->parts[i].high - p->parts[i].next;
+    if (p->nparts == 0)
+        lag = -1;
+    for (size_t i = 0; i < p->nparts; i++) {
+        if (p->parts[i].high < 0)
+            lag = -1;
+        else if (lag >= 0 && p->parts[i].high > done_upto(&p->parts[i]))
+            lag += p->parts[i].high - done_upto(&p->parts[i]);
+    }
     pthread_mutex_unlock(&p->mu);
     return lag;
 }

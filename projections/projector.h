@@ -58,7 +58,8 @@ uint64_t cstl_projector_applied(cstl_projector *p);
 uint64_t cstl_projector_dead_lettered(cstl_projector *p);
 uint64_t cstl_projector_batches(cstl_projector *p);
 
-/* The total lag (high watermark - stored offset, summed over owned partitions) last observed. */
+/* The total lag (high watermark - applied offset, summed over owned partitions) last observed;
+ * -1 while no partition is owned or a high watermark is still unknown. */
 int64_t cstl_projector_lag(cstl_projector *p);
 
 #endif

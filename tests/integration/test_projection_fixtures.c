@@ -1,17 +1,17 @@
 /*
- * Fixture tests of the projections: each JSON file in tests/fixtures/projections lists events and SQL
- * checks with their expected rows. The events are applied directly through the projections'
+ * Fixture tests of the projections: each JSON file in tests/fixtures/projections lists events and
+ * SQL checks with their expected rows. The events are applied directly through the projections'
  * apply functions into a throwaway database, twice (a replay must change nothing), then every
  * check must return exactly its rows.
  */
 #include "../support/proj_env.h"
 
+#include <cmocka.h>
+
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-
-#include <cmocka.h>
 
 static void run_fixture(const char *path)
 {
@@ -58,8 +58,8 @@ static void run_fixture(const char *path)
             for (int c = 0; c < PQnfields(res); c++) {
                 const char *exp = json_string_value(json_array_get(want, (size_t)c));
                 if (exp == NULL || strcmp(exp, PQgetvalue(res, r, c)) != 0)
-                    fail_msg("%s: %s: row %d column %d is \"%s\", expected \"%s\"", path, sql, r,
-                             c, PQgetvalue(res, r, c), exp ? exp : "(missing)");
+                    fail_msg("%s: %s: row %d column %d is \"%s\", expected \"%s\"", path, sql, r, c,
+                             PQgetvalue(res, r, c), exp ? exp : "(missing)");
             }
         }
         PQclear(res);
@@ -94,13 +94,13 @@ static void test_unknown_job_is_an_event_error(void **state)
 {
     (void)state;
     pe_events_clear();
-    pe_emit("jobs", "JobAdmitted", "NOPE", "T1", 2,
-            json_pack("{s:s,s:s,s:I}", "job_id", "NOPE", "reservation_id", "R", "at",
-                      (json_int_t)1));
+    pe_emit(
+        "jobs", "JobAdmitted", "NOPE", "T1", 2,
+        json_pack("{s:s,s:s,s:I}", "job_id", "NOPE", "reservation_id", "R", "at", (json_int_t)1));
     assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL search_path TO jobs_v1, public"), 0);
     cstl_error err;
-    int rc = cstl_projection_jobs_apply(pe.pg, &pe.events[0].h, "JobAdmitted", pe.events[0].data,
-                                        &err);
+    int rc =
+        cstl_projection_jobs_apply(pe.pg, &pe.events[0].h, "JobAdmitted", pe.events[0].data, &err);
     pe_sql(pe.pg, "ROLLBACK");
     assert_int_equal(rc, CSTL_ENOTFOUND);
     assert_false(cstl_projection_error_retriable(rc));

@@ -45,9 +45,12 @@ static struct {
     int64_t clock_us;
 } pe;
 
-static const cstl_pg_retry pe_policy = {.max_attempts = 3, .initial_backoff_ms = 50,
-                                        .max_backoff_ms = 200, .max_total_ms = 3000,
-                                        .connect_timeout_s = 3, .application_name = "cstl-test"};
+static const cstl_pg_retry pe_policy = {.max_attempts = 3,
+                                        .initial_backoff_ms = 50,
+                                        .max_backoff_ms = 200,
+                                        .max_total_ms = 3000,
+                                        .connect_timeout_s = 3,
+                                        .application_name = "cstl-test"};
 
 static inline int64_t pe_now_ms(void)
 {
@@ -104,7 +107,8 @@ static inline int pe_setup(void)
     cstl_log_set_level(CSTL_LOG_ERROR);
     const char *env = getenv("CONSTELLATION_PG_DSN");
     snprintf(pe.admin_dsn, sizeof(pe.admin_dsn), "%s",
-             env && *env ? env : "host=127.0.0.1 port=5432 dbname=constellation user=constellation");
+             env && *env ? env
+                         : "host=127.0.0.1 port=5432 dbname=constellation user=constellation");
     pe.brokers = getenv("CONSTELLATION_KAFKA_BROKERS");
     if (pe.brokers == NULL || *pe.brokers == '\0')
         pe.brokers = "127.0.0.1:9092";
@@ -203,8 +207,12 @@ static inline void pe_teardown(void)
 }
 
 /* Records an event (steals data). ctx "jobs", type "JobSubmitted". */
-static inline pe_event *pe_emit(const char *ctx, const char *type, const char *subject, const char *tenant,
-                         int64_t version, json_t *data)
+static inline pe_event *pe_emit(const char *ctx,
+                                const char *type,
+                                const char *subject,
+                                const char *tenant,
+                                int64_t version,
+                                json_t *data)
 {
     if (pe.nevents == pe.cap) {
         pe.cap = pe.cap ? pe.cap * 2 : 1024;
@@ -218,8 +226,8 @@ static inline pe_event *pe_emit(const char *ctx, const char *type, const char *s
     snprintf(e->h.source, sizeof(e->h.source), "/constellation/commands/%s", ctx);
     snprintf(e->h.type, sizeof(e->h.type), "io.constellation.%s.%s.v1", ctx, type);
     e->h.time_us = pe.clock_us;
-    snprintf(e->h.subject, sizeof(e->h.subject), "%s", subject);
-    snprintf(e->h.tenant, sizeof(e->h.tenant), "%s", tenant);
+    snprintf(e->h.subject, sizeof(e->h.subject), "%.255s", subject);
+    snprintf(e->h.tenant, sizeof(e->h.tenant), "%.36s", tenant);
     e->h.version = version;
     e->data = data;
     return e;
@@ -248,8 +256,8 @@ static inline int pe_produce(size_t from, size_t to, size_t per_txn)
             }
             rd_kafka_headers_t *hdrs = rd_kafka_headers_new(12);
             rc = cstl_event_headers_build(&e->h, hdrs, &err);
-            int32_t part = cstl_kafka_partition_for_key(e->h.subject, strlen(e->h.subject),
-                                                        PE_PARTITIONS);
+            int32_t part =
+                cstl_kafka_partition_for_key(e->h.subject, strlen(e->h.subject), PE_PARTITIONS);
             for (int tries = 0; rc == 0; tries++) {
                 rc = cstl_kafka_producer_send(pe.txn, topic, part, e->h.subject,
                                               strlen(e->h.subject), buf.data, buf.len, hdrs, NULL,
@@ -280,9 +288,9 @@ static inline int pe_apply_direct(const char *schema, size_t from, size_t to)
     snprintf(sql, sizeof(sql), "BEGIN; SET LOCAL search_path TO %s, public", schema);
     if (pe_sql(pe.pg, sql) != 0)
         return -1;
-    const char *proj = strncmp(schema, "jobs", 4) == 0      ? "jobs"
-                       : strncmp(schema, "fleet", 5) == 0   ? "fleet"
-                                                            : "tenants";
+    const char *proj = strncmp(schema, "jobs", 4) == 0    ? "jobs"
+                       : strncmp(schema, "fleet", 5) == 0 ? "fleet"
+                                                          : "tenants";
     const cstl_projection *p = cstl_projection_find(proj);
     for (size_t i = from; i < to; i++) {
         pe_event *e = &pe.events[i];
