@@ -6,12 +6,14 @@
  */
 #include "../support/proj_env.h"
 
-#include <cmocka.h>
-
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+// clang-format off
+#include <cmocka.h>
+// clang-format on
 
 static void run_fixture(const char *path)
 {

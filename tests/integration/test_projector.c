@@ -12,11 +12,13 @@
 #include "projections/projector.h"
 #include "projections/rebuild.h"
 
-#include <cmocka.h>
-
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+// clang-format off
+#include <cmocka.h>
+// clang-format on
 
 #define NPROJ 3
 static const char *const names[NPROJ] = {"tenants", "jobs", "fleet"};
