@@ -15,7 +15,9 @@
 #define CLI_EXIT_USAGE   2
 
 int cli_run_service(int argc,
-                    char **argv); /* commands, projector, queries, scheduler, mcp, worker */
+                    char **argv);         /* commands, projector, queries, scheduler, mcp, worker */
+int cli_projector(int argc, char **argv); /* parses --projection, then cli_run_service */
+int cli_rebuild(int argc, char **argv);
 int cli_topics(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_config(int argc, char **argv);

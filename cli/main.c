@@ -15,12 +15,13 @@ typedef struct subcommand {
 
 static const subcommand subcommands[] = {
     {"commands", cli_run_service, "command API (HTTP) and command handler"},
-    {"projector", cli_run_service, "projector: builds the PostgreSQL read models from the events"},
+    {"projector", cli_projector, "projector: builds the PostgreSQL read models from the events"},
     {"queries", cli_run_service, "query API: REST and Server-Sent Events over the read models"},
     {"scheduler", cli_run_service, "scheduler: places queued jobs on free GPUs"},
     {"mcp", cli_run_service, "MCP server for chatbot agents"},
     {"worker", cli_run_service, "GPU worker agent: registers GPUs, runs jobs, streams logs"},
     {"topics", cli_topics, "topics create: create every topic of the catalog (idempotent)"},
+    {"rebuild", cli_rebuild, "rebuild NAME: rebuild a read model from offset 0, then switch to it"},
     {"migrate", cli_migrate, "apply pending PostgreSQL migrations"},
     {"schemas", cli_schemas, "schemas check: parse, fingerprint and compatibility of every schema"},
     {"config", cli_config, "print the effective configuration or the configuration reference"},

@@ -34,7 +34,7 @@ static const service_def services[] = {
     {"commands", ADDR(commands_addr), 1, 1,
      "the command API: validates commands and appends them to the commands topics"},
     {"projector", ADDR(projector_addr), 1, 1,
-     "the projector: applies events to the PostgreSQL read models"},
+     "the projector: applies events to the PostgreSQL read models", &cli_projector_hooks},
     {"queries", ADDR(queries_addr), 0, 1, "the query API: REST and SSE over the read models"},
     {"scheduler", ADDR(scheduler_addr), 1, 0, "the scheduler: places queued jobs on free GPUs"},
     {"mcp", ADDR(mcp_addr), 1, 1, "the MCP server for chatbot agents"},

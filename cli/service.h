@@ -36,4 +36,7 @@ typedef struct cli_service_hooks {
     int (*ready)(cli_service *svc, cstl_error *why);
 } cli_service_hooks;
 
+/* The projector's hooks (cli/projector_cmd.c). */
+extern const cli_service_hooks cli_projector_hooks;
+
 #endif

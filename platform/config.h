@@ -52,6 +52,8 @@ typedef struct cstl_config {
     char jwt_rs256_public_key_file[CSTL_CONFIG_STR_MAX];
     char jwt_issuer[512];
     char jwt_audience[512];
+    int projector_batch_max;
+    int projector_batch_ms;
 } cstl_config;
 
 /* One problem found while loading; problems are collected in a cstl_config_problems list. */

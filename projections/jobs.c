@@ -1,0 +1,200 @@
+/*
+ * jobs.c - the jobs projection: jobs (state, reason, queue position), runs and job_history, from
+ * constellation.jobs.events.
+ *
+ * Invariants: every change of a job is guarded by its version (cstl_version): an event applies
+ * only when it is newer than the row, so a replay changes nothing; history rows are keyed by
+ * (job_id, version). Each event is one statement (data-modifying CTEs), one round trip. Queue
+ * positions are renumbered once per batch, for the tenants whose queue changed (queue_dirty).
+ * Called from the projector's thread inside its batch transaction.
+ */
+#include "projections/projection.h"
+
+#include <string.h>
+
+/* $1 job_id, $2 version, $3 time (us), $4 event id, $5 event type, $6 data; specific from $7 */
+#define HEAD "WITH u AS (UPDATE jobs SET updated_at = cstl_ts($3), version = $2, "
+#define TAIL " WHERE job_id = $1 AND version < $2 RETURNING tenant_id)"
+#define HISTORY                                                                                    \
+    ", h AS (INSERT INTO job_history (tenant_id, job_id, version, event_id, event_type, at, "      \
+    "data) SELECT u.tenant_id, $1, $2, $4, $5, cstl_ts($3), $6::jsonb FROM u "                     \
+    "ON CONFLICT (job_id, version) DO NOTHING)"
+#define COUNT " SELECT count(*) FROM u"
+#define DIRTY "queue_dirty = queue_dirty OR state = 'queued'"
+
+typedef enum field_kind { STR, STR_NULL, INT, INT_NULL, JSON, LOWER, LOWER_NULL } field_kind;
+
+typedef struct field_spec {
+    const char *key;
+    field_kind kind;
+} field_spec;
+
+typedef struct event_spec {
+    const char *type;
+    const char *time_key; /* the event's time field */
+    const char *sql;
+    field_spec fields[12]; /* parameters from $7 on, ended by a NULL key */
+} event_spec;
+
+static const event_spec specs[] = {
+    {"JobSubmitted",
+     "at",
+     "WITH u AS (INSERT INTO jobs (job_id, tenant_id, name, state, reason, priority, gpu_count, "
+     "min_gpu_memory_mib, gpu_model, runtime_limit_seconds, retry_limit, labels, parameters, "
+     "submitted_by, submitted_at, updated_at, version) VALUES ($1, $7, $8, 'submitted', "
+     "'awaiting_admission', $9::int, $10::int, $11::bigint, $12, $13::bigint, $14::int, "
+     "$15::jsonb, $16::jsonb, $17, cstl_ts($3), cstl_ts($3), $2) ON CONFLICT (job_id) DO NOTHING "
+     "RETURNING tenant_id)" HISTORY COUNT,
+     {{"tenant_id", STR},
+      {"name", STR_NULL},
+      {"priority", INT},
+      {"gpu_count", INT},
+      {"min_gpu_memory_mib", INT},
+      {"gpu_model", STR_NULL},
+      {"runtime_limit_seconds", INT},
+      {"retry_limit", INT},
+      {"labels", JSON},
+      {"parameters", JSON},
+      {"submitted_by", STR}}},
+    {"JobAdmitted",
+     "at",
+     HEAD "state = 'queued', reason = 'waiting_for_gpus', reason_message = NULL, "
+          "reservation_id = $7, queue_dirty = true" TAIL HISTORY COUNT,
+     {{"reservation_id", STR}}},
+    {"JobRejected",
+     "at",
+     HEAD
+     "state = 'rejected', reason = $7, reason_message = $8, finished_at = cstl_ts($3), " DIRTY TAIL
+         HISTORY COUNT,
+     {{"reason", LOWER}, {"message", STR_NULL}}},
+    {"JobPriorityChanged",
+     "at",
+     HEAD "priority = $7::int, " DIRTY TAIL HISTORY COUNT,
+     {{"priority", INT}}},
+    {"JobAssigned",
+     "at",
+     HEAD "state = 'assigned', reason = 'waiting_for_run_start', reason_message = NULL, "
+          "current_run_id = $7, attempts = attempts + 1, " DIRTY TAIL HISTORY
+          ", r AS (INSERT INTO runs (run_id, job_id, tenant_id, worker_id, gpu_uuids, "
+          "assigned_at) SELECT $7, $1, u.tenant_id, $8, "
+          "ARRAY(SELECT jsonb_array_elements_text($9::jsonb)), cstl_ts($3) FROM u "
+          "ON CONFLICT (run_id) DO NOTHING)" COUNT,
+     {{"run_id", STR}, {"worker_id", STR}, {"gpu_uuids", JSON}}},
+    {"RunStarted",
+     "started_at",
+     HEAD "state = 'running', reason = 'running', reason_message = NULL, " DIRTY TAIL HISTORY
+          ", r AS (UPDATE runs SET started_at = cstl_ts($3), worker_id = $8 WHERE run_id = $7 "
+          "AND EXISTS (SELECT FROM u))" COUNT,
+     {{"run_id", STR}, {"worker_id", STR}}},
+    {"RunFinished",
+     "finished_at",
+     HEAD DIRTY TAIL HISTORY
+     ", r AS (UPDATE runs SET finished_at = cstl_ts($3), outcome = $8, exit_code = $9::int, "
+     "failure_reason = $10, gpu_seconds = $11::bigint WHERE run_id = $7 "
+     "AND EXISTS (SELECT FROM u))" COUNT,
+     {{"run_id", STR},
+      {"outcome", LOWER},
+      {"exit_code", INT_NULL},
+      {"failure_reason", LOWER_NULL},
+      {"gpu_seconds", INT}}},
+    {"JobSucceeded",
+     "at",
+     HEAD "state = 'succeeded', reason = 'completed', reason_message = NULL, "
+          "finished_at = cstl_ts($3), " DIRTY TAIL HISTORY COUNT,
+     {{NULL, STR}}},
+    {"JobFailed",
+     "at",
+     HEAD "state = 'failed', reason = $7, reason_message = $8, attempts = $9::int, "
+          "finished_at = cstl_ts($3), " DIRTY TAIL HISTORY COUNT,
+     {{"reason", LOWER}, {"message", STR_NULL}, {"attempts", INT}}},
+    {"JobRequeued",
+     "at",
+     HEAD
+     "state = 'queued', reason = 'requeued', reason_message = $7::text || '; ' || "
+     "$8::int || ' retries left', current_run_id = NULL, queue_dirty = true" TAIL HISTORY COUNT,
+     {{"reason", STR}, {"retries_left", INT}}},
+    {"JobCancelled",
+     "at",
+     HEAD "state = 'cancelled', reason = 'cancelled', reason_message = "
+          "coalesce($7::text, 'cancelled by ' || $8::text), finished_at = cstl_ts($3), " DIRTY TAIL
+              HISTORY COUNT,
+     {{"reason", STR_NULL}, {"cancelled_by", STR}}},
+    {"JobTimedOut",
+     "at",
+     HEAD
+     "state = 'timed_out', reason = 'runtime_limit_exceeded', reason_message = "
+     "'exceeded the runtime limit of ' || $7::bigint || ' s', finished_at = cstl_ts($3), " DIRTY
+         TAIL HISTORY COUNT,
+     {{"runtime_limit_seconds", INT}}},
+};
+
+static const char exists_sql[] = "SELECT 1 FROM jobs WHERE job_id = $1";
+
+int cstl_projection_jobs_apply(cstl_pg_conn *conn,
+                               const cstl_event_headers *h,
+                               const char *type,
+                               const json_t *data,
+                               cstl_error *err)
+{
+    const event_spec *spec = NULL;
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(specs); i++)
+        if (strcmp(specs[i].type, type) == 0)
+            spec = &specs[i];
+    if (spec == NULL)
+        return 0;
+
+    cstl_proj_params p = {0};
+    cstl_proj_str(&p, data, "job_id", false);
+    cstl_proj_i64(&p, h->version);
+    cstl_proj_int(&p, data, spec->time_key, false);
+    cstl_proj_text(&p, h->id);
+    cstl_proj_text(&p, type);
+    cstl_proj_json(&p, data, NULL);
+    for (const field_spec *f = spec->fields; f->key != NULL; f++) {
+        switch (f->kind) {
+        case STR:
+        case STR_NULL:
+            cstl_proj_str(&p, data, f->key, f->kind == STR_NULL);
+            break;
+        case INT:
+        case INT_NULL:
+            cstl_proj_int(&p, data, f->key, f->kind == INT_NULL);
+            break;
+        case JSON:
+            cstl_proj_json(&p, data, f->key);
+            break;
+        case LOWER:
+        case LOWER_NULL:
+            cstl_proj_lower(&p, data, f->key, f->kind == LOWER_NULL);
+            break;
+        }
+    }
+    int rc = cstl_proj_params_check(&p, type, err);
+    if (rc == 0) {
+        char name[64];
+        snprintf(name, sizeof(name), "jobs_%s", type);
+        int submitted = strcmp(type, "JobSubmitted") == 0;
+        rc = cstl_proj_guarded(conn, name, spec->sql, &p, "jobs_exists",
+                               submitted ? NULL : exists_sql, "job", err);
+    }
+    cstl_proj_params_free(&p);
+    return rc;
+}
+
+/* Renumbers the queues of the tenants whose queue changed in this batch: position 1 is the next
+ * job to place, by priority (highest first), then submission time, then id. */
+int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err)
+{
+    static const char sql[] =
+        "WITH t AS (SELECT DISTINCT tenant_id FROM jobs WHERE queue_dirty), "
+        "q AS (SELECT job_id, row_number() OVER (PARTITION BY tenant_id ORDER BY priority DESC, "
+        "submitted_at, job_id)::int AS pos FROM jobs WHERE state = 'queued' "
+        "AND tenant_id IN (SELECT tenant_id FROM t)), "
+        "r AS (SELECT j.job_id, q.pos FROM jobs j LEFT JOIN q ON q.job_id = j.job_id "
+        "WHERE j.tenant_id IN (SELECT tenant_id FROM t) "
+        "AND (q.pos IS NOT NULL OR j.queue_dirty OR j.queue_position IS NOT NULL)) "
+        "UPDATE jobs SET queue_position = r.pos, queue_dirty = false FROM r "
+        "WHERE jobs.job_id = r.job_id AND (jobs.queue_position IS DISTINCT FROM r.pos "
+        "OR jobs.queue_dirty)";
+    return cstl_pg_exec_prepared(conn, "jobs_queue_renumber", sql, 0, NULL, NULL, err);
+}

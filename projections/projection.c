@@ -1,0 +1,163 @@
+/*
+ * projection.c - the registry of projections and the helpers that bind event fields to statement
+ * parameters (see projection.h). Pure helpers, thread-safe; connections are the caller's.
+ */
+#include "projections/projection.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const tenants_contexts[] = {"tenants", NULL};
+static const char *const jobs_contexts[] = {"jobs", NULL};
+/* fleet reads JobSubmitted too, to know the tenant of the job holding a GPU */
+static const char *const fleet_contexts[] = {"fleet", "jobs", NULL};
+
+static const cstl_projection tenants = {"tenants", tenants_contexts, cstl_projection_tenants_apply,
+                                        NULL};
+static const cstl_projection jobs = {"jobs", jobs_contexts, cstl_projection_jobs_apply,
+                                     cstl_projection_jobs_batch_end};
+static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL};
+
+static const cstl_projection *const all[] = {&tenants, &jobs, &fleet};
+
+const cstl_projection *const *cstl_projections_all(size_t *n)
+{
+    *n = CSTL_ARRAY_LEN(all);
+    return all;
+}
+
+const cstl_projection *cstl_projection_find(const char *name)
+{
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(all); i++)
+        if (strcmp(all[i]->name, name) == 0)
+            return all[i];
+    return NULL;
+}
+
+bool cstl_projection_error_retriable(int code)
+{
+    return code == CSTL_EPG_CONN || code == CSTL_EPG_RETRY || code == CSTL_ETIMEDOUT ||
+           code == CSTL_ENOMEM || code == CSTL_EKAFKA || code == CSTL_EUNAVAILABLE;
+}
+
+static int slot(cstl_proj_params *p)
+{
+    CSTL_ASSERT(p->n < CSTL_PROJ_MAX_PARAMS);
+    return p->n++;
+}
+
+void cstl_proj_text(cstl_proj_params *p, const char *value)
+{
+    p->v[slot(p)] = value;
+}
+
+void cstl_proj_i64(cstl_proj_params *p, int64_t value)
+{
+    int i = slot(p);
+    snprintf(p->num[i], sizeof(p->num[i]), "%" PRId64, value);
+    p->v[i] = p->num[i];
+}
+
+static const json_t *field(cstl_proj_params *p, const json_t *data, const char *key, bool nullable)
+{
+    const json_t *v = json_object_get(data, key);
+    if ((v == NULL || json_is_null(v)) && !nullable && p->bad == NULL)
+        p->bad = key;
+    return v != NULL && !json_is_null(v) ? v : NULL;
+}
+
+void cstl_proj_str(cstl_proj_params *p, const json_t *data, const char *key, bool nullable)
+{
+    const json_t *v = field(p, data, key, nullable);
+    if (v != NULL && !json_is_string(v) && p->bad == NULL)
+        p->bad = key;
+    cstl_proj_text(p, json_is_string(v) ? json_string_value(v) : NULL);
+}
+
+void cstl_proj_int(cstl_proj_params *p, const json_t *data, const char *key, bool nullable)
+{
+    const json_t *v = field(p, data, key, nullable);
+    if (v != NULL && !json_is_integer(v) && p->bad == NULL)
+        p->bad = key;
+    if (json_is_integer(v))
+        cstl_proj_i64(p, (int64_t)json_integer_value(v));
+    else
+        cstl_proj_text(p, NULL);
+}
+
+void cstl_proj_json(cstl_proj_params *p, const json_t *data, const char *key)
+{
+    const json_t *v = key == NULL ? data : field(p, data, key, false);
+    int i = slot(p);
+    p->v[i] = NULL;
+    if (v == NULL)
+        return;
+    p->owned[i] = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (p->owned[i] == NULL)
+        cstl_panic("out of memory serializing an event field");
+    p->v[i] = p->owned[i];
+}
+
+void cstl_proj_lower(cstl_proj_params *p, const json_t *data, const char *key, bool nullable)
+{
+    const json_t *v = field(p, data, key, nullable);
+    int i = slot(p);
+    p->v[i] = NULL;
+    if (v == NULL)
+        return;
+    if (!json_is_string(v)) {
+        if (p->bad == NULL)
+            p->bad = key;
+        return;
+    }
+    p->owned[i] = cstl_xstrdup(json_string_value(v));
+    for (char *c = p->owned[i]; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    p->v[i] = p->owned[i];
+}
+
+int cstl_proj_params_check(const cstl_proj_params *p, const char *type, cstl_error *err)
+{
+    if (p->bad == NULL)
+        return 0;
+    return cstl_error_set(err, CSTL_EINVAL, "event \"%s\" lacks a valid field \"%s\"", type,
+                          p->bad);
+}
+
+void cstl_proj_params_free(cstl_proj_params *p)
+{
+    for (int i = 0; i < p->n; i++)
+        free(p->owned[i]);
+    memset(p, 0, sizeof(*p));
+}
+
+int cstl_proj_guarded(cstl_pg_conn *conn,
+                      const char *name,
+                      const char *sql,
+                      const cstl_proj_params *p,
+                      const char *exists_name,
+                      const char *exists_sql,
+                      const char *what,
+                      cstl_error *err)
+{
+    PGresult *res = NULL;
+    int rc = cstl_pg_exec_prepared(conn, name, sql, p->n, p->v, &res, err);
+    if (rc != 0)
+        return rc;
+    long count = PQntuples(res) == 1 ? atol(PQgetvalue(res, 0, 0)) : 0;
+    PQclear(res);
+    if (count > 0 || exists_sql == NULL)
+        return 0;
+    rc = cstl_pg_exec_prepared(conn, exists_name, exists_sql, 1, p->v, &res, err);
+    if (rc != 0)
+        return rc;
+    int found = PQntuples(res) > 0;
+    PQclear(res);
+    if (found)
+        return 0; /* applied before: the version guard skipped it */
+    return cstl_error_set(err, CSTL_ENOTFOUND, "%s \"%s\" is unknown", what,
+                          p->v[0] ? p->v[0] : "");
+}

@@ -1,0 +1,123 @@
+/*
+ * projection.h - the projections (read models) and what they share: the registry of projections,
+ * the apply contract, and helpers to bind event fields to prepared statements.
+ *
+ * A projection consumes the events topics of some contexts and applies each event to its tables in
+ * PostgreSQL. Its tables live in the schema <name>_v<N> (projections/migrations/0002); the caller
+ * sets search_path to that schema, so the SQL here uses unqualified table names.
+ *
+ * Apply contract: apply(conn, headers, type, data, err) runs inside the caller's transaction (the
+ * projector's batch, or a SAVEPOINT of it). type is the event's short name ("JobSubmitted"), data
+ * its decoded JSON (platform/codec.h: unions as plain values, enums as strings, timestamps as
+ * microseconds). Applying an event twice leaves the same rows as applying it once: every change is
+ * guarded by the aggregate version (cstl_version) or keyed by ids. Unknown types are ignored
+ * (returns 0). Returns 0, a retriable code (CSTL_EPG_CONN, CSTL_EPG_RETRY, CSTL_ETIMEDOUT: redo the
+ * batch), or another code when the event itself cannot be applied (a missing field, an unknown
+ * aggregate, a constraint violation): the projector dead-letters it.
+ *
+ * Threads: apply functions keep no state; a connection is used by one thread at a time.
+ */
+#ifndef CSTL_PROJECTIONS_PROJECTION_H
+#define CSTL_PROJECTIONS_PROJECTION_H
+
+#include "platform/error.h"
+#include "platform/events.h"
+#include "platform/pg.h"
+
+#include <jansson.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef int (*cstl_projection_apply_fn)(cstl_pg_conn *conn,
+                                        const cstl_event_headers *h,
+                                        const char *type,
+                                        const json_t *data,
+                                        cstl_error *err);
+
+/* Runs at the end of every batch, in its transaction (e.g. renumbering queues). */
+typedef int (*cstl_projection_batch_end_fn)(cstl_pg_conn *conn, cstl_error *err);
+
+typedef struct cstl_projection {
+    const char *name;            /* "jobs": also the schema prefix and the group suffix */
+    const char *const *contexts; /* contexts whose events topics it consumes, NULL-ended */
+    cstl_projection_apply_fn apply;
+    cstl_projection_batch_end_fn batch_end; /* may be NULL */
+} cstl_projection;
+
+/* The projections, in a fixed order; *n receives their count. Static. */
+const cstl_projection *const *cstl_projections_all(size_t *n);
+
+/* The projection called name, or NULL. Static. */
+const cstl_projection *cstl_projection_find(const char *name);
+
+/* True when code means "redo the batch later" rather than "this event cannot be applied". */
+bool cstl_projection_error_retriable(int code);
+
+/* The projections' apply functions (projections/tenants.c, jobs.c, fleet.c). */
+int cstl_projection_tenants_apply(cstl_pg_conn *conn,
+                                  const cstl_event_headers *h,
+                                  const char *type,
+                                  const json_t *data,
+                                  cstl_error *err);
+int cstl_projection_jobs_apply(cstl_pg_conn *conn,
+                               const cstl_event_headers *h,
+                               const char *type,
+                               const json_t *data,
+                               cstl_error *err);
+int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err);
+int cstl_projection_fleet_apply(cstl_pg_conn *conn,
+                                const cstl_event_headers *h,
+                                const char *type,
+                                const json_t *data,
+                                cstl_error *err);
+
+/* ---- statement parameters from event fields (projections/projection.c) -------------------- */
+
+#define CSTL_PROJ_MAX_PARAMS 24
+
+/*
+ * Text parameters of one statement, built from an event's fields. A required field that is
+ * missing or of the wrong type marks the whole set bad (the first such field is remembered), so a
+ * caller adds every parameter and checks once with cstl_proj_params_check. Zero-initialize; free
+ * with cstl_proj_params_free.
+ */
+typedef struct cstl_proj_params {
+    const char *v[CSTL_PROJ_MAX_PARAMS];
+    char num[CSTL_PROJ_MAX_PARAMS][24];
+    char *owned[CSTL_PROJ_MAX_PARAMS];
+    int n;
+    const char *bad; /* the first missing or mistyped field, or NULL */
+} cstl_proj_params;
+
+void cstl_proj_text(cstl_proj_params *p, const char *value); /* borrowed; NULL is SQL NULL */
+void cstl_proj_i64(cstl_proj_params *p, int64_t value);
+/* data[key] as a string (required) or string-or-null (nullable). */
+void cstl_proj_str(cstl_proj_params *p, const json_t *data, const char *key, bool nullable);
+/* data[key] as an integer (required) or integer-or-null. */
+void cstl_proj_int(cstl_proj_params *p, const json_t *data, const char *key, bool nullable);
+/* data[key] serialized as JSON (required; key NULL: data itself). */
+void cstl_proj_json(cstl_proj_params *p, const json_t *data, const char *key);
+/* data[key] as a lower-case string (enums: "NONZERO_EXIT" -> "nonzero_exit"). */
+void cstl_proj_lower(cstl_proj_params *p, const json_t *data, const char *key, bool nullable);
+/* Returns 0, or CSTL_EINVAL naming the bad field of event type. */
+int cstl_proj_params_check(const cstl_proj_params *p, const char *type, cstl_error *err);
+void cstl_proj_params_free(cstl_proj_params *p);
+
+/*
+ * Runs the prepared statement name (sql) and stores in *count the integer in the first column of
+ * its single row (statements end in SELECT count(*) FROM <guarded update>). When *count is 0 and
+ * exists_sql is given, runs it with the first parameter: no row means the aggregate is unknown,
+ * which is CSTL_ENOTFOUND naming what and the id (the event cannot be applied); a row means the
+ * event was applied before (a replay) and 0 is returned.
+ */
+int cstl_proj_guarded(cstl_pg_conn *conn,
+                      const char *name,
+                      const char *sql,
+                      const cstl_proj_params *p,
+                      const char *exists_name,
+                      const char *exists_sql,
+                      const char *what,
+                      cstl_error *err);
+
+#endif

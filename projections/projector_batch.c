@@ -1,0 +1,409 @@
+/*
+ * projector_batch.c - applies one batch of consumed records to one version of a projection, in
+ * one PostgreSQL transaction together with its projection_offsets rows.
+ *
+ * Invariants:
+ *   - A batch's transaction first takes a transaction-level advisory lock per (offsets key, topic,
+ *     partition) of the batch, in sorted order, then reads the stored offsets and skips records
+ *     below them. Two processes that briefly both hold a partition (a rebalance, a zombie after a
+ *     lost session) therefore never apply a record twice.
+ *   - Records are applied without savepoints first; when one cannot be applied, the transaction is
+ *     rolled back and redone with a SAVEPOINT per record, so the bad one is dead-lettered alone.
+ *   - Dead letters are produced and flushed before COMMIT: a committed offset past a poison record
+ *     implies the record is in the DLQ. A redone transaction may produce a dead letter again (at
+ *     least once in the DLQ; its cstl_dlq_* headers identify the record).
+ * Thread: the caller's (one projector thread per proj_core).
+ */
+#include "platform/codec.h"
+#include "projections/projector_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TX_ATTEMPTS 3
+
+int64_t proj_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void proj_sleep_ms(int ms, const volatile int *stop)
+{
+    int64_t until = proj_now_ms() + ms;
+    while (!(stop && *stop)) {
+        int64_t left = until - proj_now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts = {0, (left > 20 ? 20 : left) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void proj_core_set_version(proj_core *c, int version)
+{
+    c->version = version;
+    snprintf(c->schema, sizeof(c->schema), "%s_v%d", c->proj->name, version);
+    snprintf(c->offsets_key, sizeof(c->offsets_key), "%s", c->schema);
+}
+
+void proj_items_prepare(proj_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        proj_item *it = &items[i];
+        rd_kafka_message_t *m = it->msg;
+        it->data = NULL;
+        it->type = NULL;
+        it->skip = false;
+        it->dlq_reason[0] = '\0';
+        cstl_error err;
+        rd_kafka_headers_t *hdrs = NULL;
+        const cstl_schema_entry *writer = NULL;
+        if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            snprintf(it->dlq_reason, sizeof(it->dlq_reason), "the record has no headers");
+            continue;
+        }
+        if (cstl_event_headers_parse(hdrs, &it->h, &err) != 0 ||
+            cstl_codec_writer(m->payload, m->len, &writer, &err) != 0 ||
+            cstl_codec_decode_json(m->payload, m->len, writer->latest, &it->data, &err) != 0) {
+            snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s", err.message);
+            it->data = NULL;
+            continue;
+        }
+        const char *dot = strrchr(writer->fullname, '.');
+        it->type = dot ? dot + 1 : writer->fullname;
+    }
+}
+
+void proj_items_release(proj_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_decref(items[i].data);
+        items[i].data = NULL;
+    }
+}
+
+int proj_active_version(cstl_pg_conn *pg, const char *projection, int *out, cstl_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[] = {projection};
+    int rc = cstl_pg_exec(pg,
+                          "SELECT active_version FROM public.projection_versions "
+                          "WHERE projection = $1",
+                          1, params, &res, err);
+    if (rc != 0)
+        return rc;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return cstl_error_set(err, CSTL_ENOTFOUND,
+                              "projection \"%s\" has no active version: run constellation migrate",
+                              projection);
+    }
+    *out = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+int proj_offsets_load(cstl_pg_conn *pg,
+                      const char *key,
+                      void (*fn)(void *ud, const char *topic, int32_t partition, int64_t next),
+                      void *ud,
+                      cstl_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[] = {key};
+    int rc = cstl_pg_exec(pg,
+                          "SELECT topic, partition, next_offset FROM public.projection_offsets "
+                          "WHERE projection = $1",
+                          1, params, &res, err);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < PQntuples(res); i++)
+        fn(ud, PQgetvalue(res, i, 0), (int32_t)atoi(PQgetvalue(res, i, 1)),
+           strtoll(PQgetvalue(res, i, 2), NULL, 10));
+    PQclear(res);
+    return 0;
+}
+
+/* The distinct (topic, partition) of a batch, sorted, with the next offset after the batch. */
+typedef struct batch_part {
+    const char *topic;
+    int32_t partition;
+    int64_t next;   /* last offset in the batch + 1 */
+    int64_t stored; /* stored next offset, -1 when none */
+} batch_part;
+
+typedef struct batch_ctx {
+    proj_core *core;
+    proj_item *items;
+    size_t n;
+    batch_part *parts;
+    size_t nparts;
+    bool slow;      /* a savepoint per record */
+    bool need_slow; /* a record failed without savepoints */
+    bool in_tx;     /* the caller's transaction: no version check */
+} batch_ctx;
+
+static int part_cmp(const void *a, const void *b)
+{
+    const batch_part *x = a, *y = b;
+    int c = strcmp(x->topic, y->topic);
+    return c != 0 ? c : (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+static void collect_parts(batch_ctx *b)
+{
+    b->parts = cstl_xcalloc(b->n ? b->n : 1, sizeof(batch_part));
+    b->nparts = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        rd_kafka_message_t *m = b->items[i].msg;
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        batch_part *p = NULL;
+        for (size_t k = 0; k < b->nparts; k++)
+            if (b->parts[k].partition == m->partition && strcmp(b->parts[k].topic, topic) == 0)
+                p = &b->parts[k];
+        if (p == NULL) {
+            p = &b->parts[b->nparts++];
+            *p = (batch_part){.topic = topic, .partition = m->partition, .next = 0, .stored = -1};
+        }
+        if (m->offset + 1 > p->next)
+            p->next = m->offset + 1;
+    }
+    qsort(b->parts, b->nparts, sizeof(batch_part), part_cmp);
+}
+
+/* Text arrays of the batch's topics, partitions and next offsets: {"a","b"}, {0,1}, {5,7}. */
+static void part_arrays(const batch_ctx *b, char **topics, char **parts, char **nexts)
+{
+    size_t cap = 64 + b->nparts * (PROJ_NAME_MAX + 48);
+    *topics = cstl_xmalloc(cap), *parts = cstl_xmalloc(cap), *nexts = cstl_xmalloc(cap);
+    size_t a = 0, p = 0, o = 0;
+    a += (size_t)snprintf(*topics + a, cap - a, "{");
+    p += (size_t)snprintf(*parts + p, cap - p, "{");
+    o += (size_t)snprintf(*nexts + o, cap - o, "{");
+    for (size_t k = 0; k < b->nparts; k++) {
+        const char *sep = k ? "," : "";
+        a += (size_t)snprintf(*topics + a, cap - a, "%s\"%s\"", sep, b->parts[k].topic);
+        p += (size_t)snprintf(*parts + p, cap - p, "%s%d", sep, (int)b->parts[k].partition);
+        o += (size_t)snprintf(*nexts + o, cap - o, "%s%" PRId64, sep, b->parts[k].next);
+    }
+    snprintf(*topics + a, cap - a, "}");
+    snprintf(*parts + p, cap - p, "}");
+    snprintf(*nexts + o, cap - o, "}");
+}
+
+static int
+lock_and_read_offsets(batch_ctx *b, const char *topics, const char *parts, cstl_error *err)
+{
+    const char *params[] = {b->core->offsets_key, topics, parts};
+    int rc = cstl_pg_exec_prepared(
+        b->core->pg, "proj_lock",
+        "SELECT pg_advisory_xact_lock(hashtext($1 || '/' || x.t || '/' || x.p)) FROM "
+        "unnest($2::text[], $3::int[]) WITH ORDINALITY AS x(t, p, i) ORDER BY x.i",
+        3, params, NULL, err);
+    if (rc != 0)
+        return rc;
+    PGresult *res = NULL;
+    rc = cstl_pg_exec_prepared(b->core->pg, "proj_offsets",
+                               "SELECT topic, partition, next_offset FROM "
+                               "public.projection_offsets WHERE projection = $1",
+                               1, params, &res, err);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < PQntuples(res); i++)
+        for (size_t k = 0; k < b->nparts; k++)
+            if (strcmp(b->parts[k].topic, PQgetvalue(res, i, 0)) == 0 &&
+                b->parts[k].partition == atoi(PQgetvalue(res, i, 1)))
+                b->parts[k].stored = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+    PQclear(res);
+    return 0;
+}
+
+static int64_t stored_of(const batch_ctx *b, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    for (size_t k = 0; k < b->nparts; k++)
+        if (b->parts[k].partition == m->partition && strcmp(b->parts[k].topic, topic) == 0)
+            return b->parts[k].stored;
+    return -1;
+}
+
+static int produce_dead_letter(proj_core *c, proj_item *it, cstl_error *err)
+{
+    rd_kafka_message_t *m = it->msg;
+    rd_kafka_headers_t *orig = NULL;
+    rd_kafka_headers_t *hdrs = rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR
+                                   ? rd_kafka_headers_copy(orig)
+                                   : rd_kafka_headers_new(6);
+    char part[16], off[24];
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%" PRId64, m->offset);
+    rd_kafka_header_add(hdrs, "cstl_dlq_reason", -1, it->dlq_reason, -1);
+    rd_kafka_header_add(hdrs, "cstl_dlq_projection", -1, c->offsets_key, -1);
+    rd_kafka_header_add(hdrs, "cstl_dlq_topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    rd_kafka_header_add(hdrs, "cstl_dlq_partition", -1, part, -1);
+    rd_kafka_header_add(hdrs, "cstl_dlq_offset", -1, off, -1);
+    int rc;
+    for (int tries = 0;; tries++) {
+        rc = cstl_kafka_producer_send(c->dlq, c->dlq_topic, CSTL_KAFKA_PARTITION_UA, m->key,
+                                      m->key_len, m->payload, m->len, hdrs, NULL, NULL, err);
+        if (rc != CSTL_EKAFKA || tries >= 100)
+            break;
+        cstl_kafka_producer_poll(c->dlq, 10); /* local queue full: let it drain */
+    }
+    if (rc != 0)
+        rd_kafka_headers_destroy(hdrs);
+    return rc;
+}
+
+static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
+{
+    proj_core *c = b->core;
+    if (!b->slow) {
+        int rc = c->proj->apply(c->pg, &it->h, it->type, it->data, err);
+        if (rc != 0 && !cstl_projection_error_retriable(rc))
+            b->need_slow = true;
+        return rc;
+    }
+    int rc = cstl_pg_exec(c->pg, "SAVEPOINT proj_event", 0, NULL, NULL, err);
+    if (rc != 0)
+        return rc;
+    cstl_error aerr;
+    rc = c->proj->apply(c->pg, &it->h, it->type, it->data, &aerr);
+    if (rc == 0)
+        return cstl_pg_exec(c->pg, "RELEASE SAVEPOINT proj_event", 0, NULL, NULL, err);
+    if (cstl_projection_error_retriable(rc)) {
+        *err = aerr;
+        return rc;
+    }
+    snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s%s%s", aerr.message,
+             aerr.detail[0] ? ": " : "", aerr.detail);
+    return cstl_pg_exec(c->pg, "ROLLBACK TO SAVEPOINT proj_event", 0, NULL, NULL, err);
+}
+
+static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
+{
+    batch_ctx *b = ud;
+    proj_core *c = b->core;
+    (void)conn;
+    /* a redone transaction starts from the decoded state: forget dead letters of apply */
+    for (size_t i = 0; i < b->n; i++) {
+        b->items[i].skip = false;
+        if (b->items[i].data != NULL)
+            b->items[i].dlq_reason[0] = '\0';
+    }
+    int rc;
+    if (c->check_version && !b->in_tx) {
+        char v[16];
+        snprintf(v, sizeof(v), "%d", c->version);
+        const char *params[] = {c->proj->name, v};
+        PGresult *res = NULL;
+        rc = cstl_pg_exec_prepared(c->pg, "proj_version",
+                                   "SELECT active_version = $2::int FROM "
+                                   "public.projection_versions WHERE projection = $1 FOR SHARE",
+                                   2, params, &res, err);
+        if (rc != 0)
+            return rc;
+        int same = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+        PQclear(res);
+        if (!same)
+            return cstl_error_set(err, CSTL_ECONFLICT, "projection \"%s\" switched versions",
+                                  c->proj->name);
+    }
+    char search_path[PROJ_NAME_MAX + 16];
+    snprintf(search_path, sizeof(search_path), "%s, public", c->schema);
+    const char *sp[] = {search_path};
+    rc = cstl_pg_exec_prepared(c->pg, "proj_search_path",
+                               "SELECT set_config('search_path', $1, true)", 1, sp, NULL, err);
+    if (rc != 0)
+        return rc;
+
+    char *topics, *parts, *nexts;
+    part_arrays(b, &topics, &parts, &nexts);
+    rc = lock_and_read_offsets(b, topics, parts, err);
+    for (size_t i = 0; rc == 0 && i < b->n; i++) {
+        proj_item *it = &b->items[i];
+        if (it->msg->offset < stored_of(b, it->msg)) {
+            it->skip = true;
+            continue;
+        }
+        if (it->dlq_reason[0] == '\0')
+            rc = apply_one(b, it, err);
+    }
+    if (rc == 0 && c->proj->batch_end != NULL)
+        rc = c->proj->batch_end(c->pg, err);
+    if (rc == 0) {
+        const char *params[] = {c->offsets_key, topics, parts, nexts};
+        rc = cstl_pg_exec_prepared(
+            c->pg, "proj_store_offsets",
+            "INSERT INTO public.projection_offsets (projection, topic, partition, next_offset, "
+            "updated_at) SELECT $1, x.t, x.p, x.o, now() FROM unnest($2::text[], $3::int[], "
+            "$4::bigint[]) AS x(t, p, o) ON CONFLICT (projection, topic, partition) DO UPDATE "
+            "SET next_offset = GREATEST(projection_offsets.next_offset, excluded.next_offset), "
+            "updated_at = now()",
+            4, params, NULL, err);
+    }
+    free(topics), free(parts), free(nexts);
+    size_t dead = 0;
+    for (size_t i = 0; rc == 0 && i < b->n; i++) {
+        if (b->items[i].skip || b->items[i].dlq_reason[0] == '\0')
+            continue;
+        rc = c->dlq ? produce_dead_letter(c, &b->items[i], err) : 0;
+        dead++;
+    }
+    if (rc == 0 && dead > 0 && c->dlq != NULL)
+        rc = cstl_kafka_producer_flush(c->dlq, c->kafka_timeout_ms, err);
+    if (rc == CSTL_ETIMEDOUT)
+        rc = cstl_error_set(err, CSTL_EKAFKA, "dead letters were not delivered in %d ms",
+                            c->kafka_timeout_ms);
+    return rc;
+}
+
+static void count_outcome(proj_core *c, const batch_ctx *b)
+{
+    uint64_t applied = 0, dead = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->items[i].skip)
+            continue;
+        if (b->items[i].dlq_reason[0] != '\0')
+            dead++;
+        else
+            applied++;
+    }
+    c->applied += applied, c->dead += dead;
+    cstl_metrics_counter_add(c->m_applied, (double)applied);
+    cstl_metrics_counter_add(c->m_dlq, (double)dead);
+}
+
+int proj_core_apply(proj_core *c, proj_item *items, size_t n, cstl_error *err)
+{
+    int64_t t0 = proj_now_ms();
+    batch_ctx b = {.core = c, .items = items, .n = n};
+    collect_parts(&b);
+    int rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
+    if (rc != 0 && b.need_slow) {
+        b.slow = true;
+        rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
+    }
+    if (rc == 0) {
+        count_outcome(c, &b);
+        cstl_metrics_histogram_observe(c->m_batch, (double)(proj_now_ms() - t0) / 1000.0);
+    }
+    free(b.parts);
+    return rc;
+}
+
+int proj_core_apply_in_tx(proj_core *c, proj_item *items, size_t n, cstl_error *err)
+{
+    batch_ctx b = {.core = c, .items = items, .n = n, .slow = true, .in_tx = true};
+    collect_parts(&b);
+    int rc = batch_body(c->pg, &b, err);
+    if (rc == 0)
+        count_outcome(c, &b);
+    free(b.parts);
+    return rc;
+}
