@@ -13,6 +13,9 @@ cleanup() {
 trap cleanup EXIT
 fail() { printf 'FAIL: %s\n' "$*" >&2; [ -n "${log:-}" ] && tail -20 "$log" >&2; exit 1; }
 command -v promtool >/dev/null || fail "promtool is missing (Debian package prometheus; make deps)"
+# The services need the topics and the read models' tables.
+"$bin" topics create 2>/dev/null || fail "topics create"
+"$bin" migrate 2>/dev/null || fail "migrate"
 
 for svc in commands projector queries scheduler mcp worker; do
     var="CONSTELLATION_$(echo "$svc" | tr a-z A-Z)_ADDR"
