@@ -719,9 +719,7 @@ static int handle_one(batch *b, const rd_kafka_message_t *m, cstl_error *err)
 out:
     if (fresh != NULL)
         type->destroy(fresh);
-    /* What cstl_decision_clear does, without tying the runtime to the aggregates' library. */
-    for (int i = 0; i < d.n_events; i++)
-        json_decref(d.events[i].data);
+    cstl_decision_clear(&d);
     json_decref(payload);
     cstl_cmd_envelope_clear(&env);
     return rc;
