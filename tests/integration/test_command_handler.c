@@ -366,8 +366,78 @@ static void test_poison_envelope(void **state)
     int n = read_keyed("constellation.dlq", job, dl, 2, 0);
     assert_int_equal(n, 1);
     free_records(dl, 1);
+
+    /* A valid envelope on a partition its aggregate does not hash to: refused, not handled. */
+    char job2[37], cmd2[37];
+    cstl_uuid_v7_string(job2);
+    cstl_uuid_v7_string(cmd2);
+    json_t *pl = cancel_payload(job2);
+    const cstl_schema_entry *ce =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.CancelJob");
+    cstl_codec_buf pbuf = {0};
+    assert_int_equal(cstl_codec_encode_json(ce, pl, &pbuf, &err), 0);
+    json_decref(pl);
+    memset(&env, 0, sizeof(env));
+    snprintf(env.command_id, sizeof(env.command_id), "%s", cmd2);
+    snprintf(env.tenant_id, sizeof(env.tenant_id), "%s", tenant);
+    snprintf(env.command_type, sizeof(env.command_type), "%s", ce->ce_type);
+    snprintf(env.aggregate_id, sizeof(env.aggregate_id), "%s", job2);
+    env.expected_version = -1;
+    snprintf(env.correlation_id, sizeof(env.correlation_id), "%s", cmd2);
+    snprintf(env.reply_to, sizeof(env.reply_to), "%s", client_id);
+    env.payload = pbuf.data;
+    env.payload_len = pbuf.len;
+    assert_int_equal(cstl_cmd_envelope_encode(&env, &buf, &err), 0);
+    int32_t wrong = (cstl_kafka_partition_for_key(job2, strlen(job2), 6) + 1) % 6;
+    assert_int_equal(cstl_kafka_producer_send_wait(p, "constellation.jobs.commands", wrong, job2,
+                                                   strlen(job2), buf.data, buf.len, NULL,
+                                                   TIMEOUT_MS, NULL, NULL, &err),
+                     0);
+    cstl_codec_buf_free(&buf);
+    cstl_codec_buf_free(&pbuf);
+    rc = CSTL_ENOTFOUND;
+    for (int i = 0; i < 200 && rc != 0; i++) {
+        rc = cstl_cmd_client_lookup(client, cmd2, &r);
+        if (rc != 0)
+            usleep(50 * 1000);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(r.outcome, CSTL_CMD_INVALID);
+    assert_string_equal(r.error_code, "wrong_partition");
     cstl_kafka_producer_free(p);
     cstl_kafka_conf_free(conf);
+}
+
+static void test_client_validates_payload(void **state)
+{
+    (void)state;
+    /* Nothing is sent: the payload does not fit the schema, and the error names the field. */
+    char job[37], id[37];
+    cstl_uuid_v7_string(job);
+    json_t *pl = submit_payload(job);
+    json_object_set_new(pl, "gpu_count", json_string("two"));
+    cstl_cmd_request req = {.context = "jobs",
+                            .command_type = "SubmitJob",
+                            .command_id = cstl_uuid_v7_string(id),
+                            .tenant_id = tenant,
+                            .aggregate_id = job,
+                            .expected_version = -1,
+                            .payload = pl,
+                            .want_reply = 1};
+    cstl_cmd_reply r;
+    cstl_error err;
+    assert_int_equal(cstl_cmd_client_send(client, &req, 1000, &r, &err), CSTL_EINVAL);
+    assert_non_null(strstr(err.message, "gpu_count"));
+    json_decref(pl);
+    req.command_type = "NoSuchCommand";
+    pl = json_object();
+    req.payload = pl;
+    assert_int_equal(cstl_cmd_client_send(client, &req, 1000, &r, &err), CSTL_EINVAL);
+    assert_non_null(strstr(err.message, "\"jobs.NoSuchCommand\""));
+    req.command_type = "SubmitJob";
+    req.command_id = "not-a-uuid";
+    assert_int_equal(cstl_cmd_client_send(client, &req, 1000, &r, &err), CSTL_EINVAL);
+    json_decref(pl);
 }
 
 static void test_restart_restores_state_and_snapshots(void **state)
@@ -446,6 +516,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepted_duplicate_mismatch_rejected),
         cmocka_unit_test(test_poison_envelope),
+        cmocka_unit_test(test_client_validates_payload),
         cmocka_unit_test(test_restart_restores_state_and_snapshots),
         cmocka_unit_test(test_fenced_late_transaction),
     };
