@@ -331,7 +331,7 @@ cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_e
         /* A new topic's leader may not be elected yet: retriable errors are retried. */
         if (!cstl_error_is_retriable(wrc) || mono_us() > until)
             goto fail;
-        struct timespec ts = {0, 100 * 1000 * 1000};
+        struct timespec ts = {0, 100000000L};
         nanosleep(&ts, NULL);
     }
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
@@ -424,7 +424,7 @@ static int produce(cstl_cmd_client *c,
         pthread_mutex_unlock(&c->prod_lock);
         if (done)
             break;
-        struct timespec pause = {0, 250 * 1000};
+        struct timespec pause = {0, 250000L};
         nanosleep(&pause, NULL);
         if (mono_us() >= deadline) {
             /* Never return before the report: the callback would write to a dead frame. */

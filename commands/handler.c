@@ -34,11 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DLQ_TOPIC       "constellation.dlq"
-#define REPLIES_TOPIC   "constellation.replies"
-#define MAX_EVENT_BYTES (900 * 1024) /* under the broker's default max.message.bytes (1 MiB) */
-#define IDLE_POLL_MS    100
-#define RETRY_US        (1000 * 1000)
+#define DLQ_TOPIC     "constellation.dlq"
+#define REPLIES_TOPIC "constellation.replies"
+#define MAX_EVENT_BYTES                                                                            \
+    ((size_t)900 * 1024) /* under the broker's default max.message.bytes (1 MiB) */
+#define IDLE_POLL_MS 100
+#define RETRY_US     1000000LL
 
 /* ---- options and setup --------------------------------------------------------------------- */
 
@@ -930,7 +931,8 @@ int cstl_cmd_handler_run(cstl_cmd_handler *h, cstl_error *err)
         return rc;
 
     polled *batch_msgs = cstl_xcalloc((size_t)h->batch_max, sizeof(*batch_msgs));
-    rd_kafka_message_t **group_msgs = cstl_xcalloc((size_t)h->batch_max, sizeof(*group_msgs));
+    rd_kafka_message_t **group_msgs =
+        cstl_xcalloc((size_t)h->batch_max, sizeof(rd_kafka_message_t *));
     part_job *jobs = cstl_xcalloc((size_t)h->batch_max, sizeof(*jobs));
     while (!atomic_load(&h->stop)) {
         recover_parts(h);

@@ -128,7 +128,7 @@ static int read_to_end(cstl_cmd_handler *h,
         /* Leader elections (a new topic, a broker restart) are retriable. */
         if (!cstl_error_is_retriable(rc) || cstl_handler_mono_us() > until)
             return rc;
-        struct timespec ts = {0, 100 * 1000 * 1000};
+        struct timespec ts = {0, 100000000L};
         nanosleep(&ts, NULL);
     }
     if (high <= low)
