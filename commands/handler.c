@@ -36,10 +36,10 @@
 
 #define DLQ_TOPIC     "constellation.dlq"
 #define REPLIES_TOPIC "constellation.replies"
-#define MAX_EVENT_BYTES                                                                            \
-    ((size_t)900 * 1024) /* under the broker's default max.message.bytes (1 MiB) */
-#define IDLE_POLL_MS 100
-#define RETRY_US     1000000LL
+/* Under the broker's default max.message.bytes (1 MiB). */
+#define MAX_EVENT_BYTES ((size_t)900 * 1024)
+#define IDLE_POLL_MS    100
+#define RETRY_US        1000000LL
 
 /* ---- options and setup --------------------------------------------------------------------- */
 
