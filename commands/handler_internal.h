@@ -1,9 +1,11 @@
 /*
- * handler_internal.h - what handler.c (the loop, the rebalance hook, the batches) and
- * handler_restore.c (rebuilding a partition's state from the log) share. Not a public header.
+ * handler_internal.h - what handler.c (the loop, the rebalance hook, partition ownership),
+ * handler_batch.c (the transactions of a batch) and handler_restore.c (rebuilding a partition's
+ * state from the log) share. Not a public header.
  *
  * Thread: everything here is touched only by the thread in cstl_cmd_handler_run (the rebalance
- * hook runs inside its polls), except `stop` and `ready`, which are atomics.
+ * hook runs inside its polls), except `stop` and `ready`, which are atomics, and a partition's
+ * producer and state, which one batch thread uses while the loop thread waits for it.
  */
 #ifndef CSTL_COMMANDS_HANDLER_INTERNAL_H
 #define CSTL_COMMANDS_HANDLER_INTERNAL_H
@@ -84,6 +86,29 @@ struct cstl_cmd_handler {
     cstl_metric *batch_size;
     cstl_metric *commit_seconds;
 };
+
+/* What a command's handling returns when an event it produced did not evolve: the partition's
+ * state may be half-changed and must be rebuilt. */
+#define CSTL_HANDLER_BROKEN_STATE 1
+
+/* One partition's share of a batch: its records, in order (borrowed). */
+typedef struct cstl_hjob {
+    cstl_hpart *pt;
+    rd_kafka_message_t **msgs;
+    int n;
+} cstl_hjob;
+
+/* Handles a batch (handler_batch.c): the partitions' transactions in parallel, then, on the
+ * calling thread, failure handling and counters. group: the consumer's current metadata. */
+void cstl_handler_run_batch(cstl_cmd_handler *h,
+                            const cstl_hjob *jobs,
+                            int njobs,
+                            int64_t now_us,
+                            rd_kafka_consumer_group_metadata_t *group);
+
+/* After a failed transaction step on pt (handler.c): abort and rebuild from the log, or drop the
+ * partition when fenced. Loop thread only. */
+void cstl_handler_fail_part(cstl_cmd_handler *h, cstl_hpart *pt, int rc, const cstl_error *err);
 
 /* Frees a cstl_hagg of type (strmap value callback needs a closure: see handler_restore.c). */
 void cstl_handler_part_clear_state(cstl_cmd_handler *h, cstl_hpart *pt);
