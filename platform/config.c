@@ -7,6 +7,7 @@
  */
 #include "platform/config.h"
 
+#include "platform/id.h"
 #include "platform/pg.h"
 
 #include <ctype.h>
@@ -27,6 +28,8 @@ typedef enum setting_type {
     SETTING_LONG,
     SETTING_LOG_LEVEL,
     SETTING_ADDR,
+    SETTING_ONOFF, /* int field: on -> 1, off -> 0 */
+    SETTING_UUID,  /* string field: a canonical UUID; unset leaves it "" */
 } setting_type;
 
 typedef struct setting {
@@ -84,6 +87,15 @@ static const setting settings[] = {
      16, "replication factor of topics made by `constellation topics create`"},
     {"CONSTELLATION_JOB_LOGS_RETENTION_MS", SETTING_LONG, F(job_logs_retention_ms), "604800000",
      -1, LONG_MAX, "retention of constellation.jobs.logs (-1 keeps logs forever)"},
+    {"CONSTELLATION_COMMAND_WAIT_MS", SETTING_INT, F(command_wait_ms), "5000", 100, 60000,
+     "how long the command API waits for a command's outcome before answering 202 with a status "
+     "URL"},
+    {"CONSTELLATION_COMMAND_HANDLER", SETTING_ONOFF, F(command_handler), "on", 0, 0,
+     "on: `constellation commands` also runs the command handler; off: the HTTP command API only "
+     "(run the handler in another process)"},
+    {"CONSTELLATION_OPERATOR_TENANT_ID", SETTING_UUID, F(operator_tenant_id), NULL, 0, 0,
+     "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
+     "nobody may, tenants are then created with `constellation tenants create`)"},
 };
 
 #undef F
@@ -270,6 +282,21 @@ static void apply(cstl_config *cfg, const setting *s, const char *value, const c
         if (parse_addr(value, (cstl_config_addr *)field, &why) == 0)
             return;
         break;
+    case SETTING_ONOFF:
+        if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+            *(int *)field = strcmp(value, "on") == 0;
+            return;
+        }
+        why = "expected on or off";
+        break;
+    case SETTING_UUID:
+        if (cstl_uuid_valid(value) && len < s->size) {
+            for (size_t i = 0; i <= len; i++)
+                field[i] = (char)tolower((unsigned char)value[i]);
+            return;
+        }
+        why = "expected a UUID such as \"0190a4d2-6f1e-7c3a-9b2d-3f4e5a6b7c8d\"";
+        break;
     }
     problem(problems, "%s%s is invalid, got \"%s\"%s%s", s->name, source, value, why ? ": " : "",
             why ? why : "");
@@ -448,7 +475,11 @@ static void format_value(const cstl_config *cfg, const setting *s, char *buf, si
     switch (s->type) {
     case SETTING_STRING:
     case SETTING_BROKERS:
+    case SETTING_UUID:
         snprintf(buf, size, "%s", field);
+        break;
+    case SETTING_ONOFF:
+        snprintf(buf, size, "%s", *(const int *)field ? "on" : "off");
         break;
     case SETTING_DSN:
         cstl_pg_dsn_redact(field, buf, size);
@@ -516,8 +547,15 @@ void cstl_config_write_reference(FILE *out)
         case SETTING_STRING:
             snprintf(allowed, sizeof(allowed), "text, at most %zu bytes", s->size - 1);
             break;
+        case SETTING_ONOFF:
+            snprintf(allowed, sizeof(allowed), "on, off");
+            break;
+        case SETTING_UUID:
+            snprintf(allowed, sizeof(allowed), "UUID");
+            break;
         }
-        fprintf(out, "| `%s` | %s%s%s | %s | %s |\n", s->name, s->def ? "`" : "",
-                s->def ? s->def : "computed", s->def ? "`" : "", allowed, s->doc);
+        const char *def = s->def ? s->def : s->type == SETTING_UUID ? "unset" : "computed";
+        fprintf(out, "| `%s` | %s%s%s | %s | %s |\n", s->name, s->def ? "`" : "", def,
+                s->def ? "`" : "", allowed, s->doc);
     }
 }
