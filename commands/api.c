@@ -50,9 +50,9 @@ static void recent_add(cstl_cmd_api *api, const char *command_id, const char *te
 {
     pthread_mutex_lock(&api->recent_mu);
     api_recent *r = &api->recent[api->recent_next++ % API_RECENT_MAX];
-    snprintf(r->command_id, sizeof(r->command_id), "%s", command_id);
-    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", tenant_id);
-    snprintf(r->context, sizeof(r->context), "%s", context);
+    snprintf(r->command_id, sizeof(r->command_id), "%.36s", command_id);
+    snprintf(r->tenant_id, sizeof(r->tenant_id), "%.36s", tenant_id);
+    snprintf(r->context, sizeof(r->context), "%.15s", context);
     pthread_mutex_unlock(&api->recent_mu);
 }
 
@@ -166,7 +166,8 @@ int api_respond_reply(api_call *c, const cstl_cmd_reply *r)
     case CSTL_CMD_DUPLICATE:
         if (r->error_code[0] == '\0')
             return respond_success(c, r);
-        /* fall through: the first outcome was a refusal */
+        /* the first outcome was a refusal */
+        __attribute__((fallthrough));
     case CSTL_CMD_REJECTED:
         ext = json_pack("{s:s}", "code", r->error_code);
         if (ends_with(r->error_code, "not_found"))
@@ -265,7 +266,7 @@ int api_handle(cstl_http_request *req, void *ud)
         api_invalid(req, fe.field, fe.code, fe.message);
         goto done;
     }
-    snprintf(c->tenant_id, sizeof(c->tenant_id), "%s", c->who.tenant_id);
+    snprintf(c->tenant_id, sizeof(c->tenant_id), "%.36s", c->who.tenant_id);
     if (ep->prepare(c) != 0)
         goto done; /* prepare answered */
     if (ep->command_type == NULL) {
