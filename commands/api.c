@@ -199,8 +199,9 @@ static int respond_pending(api_call *c)
     cstl_http_set_header(c->req, "Retry-After", "1");
     json_t *body = json_pack("{s:s,s:s,s:s}", "command_id", c->command_id, "status", "pending",
                              "location", location);
-    if (c->resource_id[0] != '\0')
-        json_object_set_new(body, "id", json_string(c->resource_id));
+    const char *id = c->resource_id[0] != '\0' ? c->resource_id : c->aggregate_id;
+    if (id[0] != '\0')
+        json_object_set_new(body, "id", json_string(id));
     return cstl_http_respond_json(c->req, 202, body);
 }
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define VIEWS_MAX_PARTITIONS 256
 #define VIEWS_POLL_MS        200
@@ -354,7 +355,15 @@ static int setup_partitions(cstl_views *v, const char *prefix, int timeout_ms, c
                 break;
             }
             int64_t low = 0, high = 0;
-            rc = cstl_kafka_consumer_watermarks(v->consumer, name, p, &low, &high, timeout_ms, err);
+            /* Right after the topics were created their leaders may not be known yet. */
+            for (int waited = 0;; waited += 200) {
+                rc = cstl_kafka_consumer_watermarks(v->consumer, name, p, &low, &high, timeout_ms,
+                                                    err);
+                if (rc == 0 || !cstl_error_is_retriable(rc) || waited >= timeout_ms)
+                    break;
+                struct timespec pause = {0, 200 * 1000 * 1000};
+                nanosleep(&pause, NULL);
+            }
             views_partition *vp = &v->parts[v->n_parts++];
             snprintf(vp->topic, sizeof(vp->topic), "%s", name);
             vp->partition = p;
