@@ -237,14 +237,14 @@ int cstl_cmd_envelope_decode(const void *data, size_t len, cstl_cmd_envelope *en
     if (cstl_codec_value_new(e, &v) != 0)
         return cstl_error_set(err, CSTL_ENOMEM, "cannot make a command envelope value");
     int rc = cstl_codec_decode(data, len, e, &v, NULL, err);
+    /* Read every field before validating any, so that a caller handling a bad envelope still
+     * has its reply_to and command id when they could be read. */
+    if (rc == 0)
+        rc = get_opt_str(&v, what, "reply_to", env->reply_to, sizeof(env->reply_to), err);
     if (rc == 0)
         rc = get_str(&v, what, "command_id", env->command_id, sizeof(env->command_id), 0, err);
     if (rc == 0)
-        rc = check_uuid(what, "command_id", env->command_id, err);
-    if (rc == 0)
         rc = get_str(&v, what, "tenant_id", env->tenant_id, sizeof(env->tenant_id), 0, err);
-    if (rc == 0)
-        rc = check_uuid(what, "tenant_id", env->tenant_id, err);
     if (rc == 0)
         rc =
             get_str(&v, what, "command_type", env->command_type, sizeof(env->command_type), 0, err);
@@ -253,9 +253,6 @@ int cstl_cmd_envelope_decode(const void *data, size_t len, cstl_cmd_envelope *en
             get_str(&v, what, "aggregate_id", env->aggregate_id, sizeof(env->aggregate_id), 0, err);
     if (rc == 0)
         rc = get_opt_long(&v, what, "expected_version", &env->expected_version, err);
-    if (rc == 0 && env->expected_version < -1)
-        rc = cstl_error_set(err, CSTL_EDECODE, "%s field \"expected_version\" is negative: %lld",
-                            what, (long long)env->expected_version);
     if (rc == 0)
         rc = get_long(&v, what, "issued_at", &env->issued_at_us, err);
     if (rc == 0)
@@ -264,11 +261,16 @@ int cstl_cmd_envelope_decode(const void *data, size_t len, cstl_cmd_envelope *en
         rc = get_str(&v, what, "correlation_id", env->correlation_id, sizeof(env->correlation_id),
                      0, err);
     if (rc == 0)
-        rc = check_uuid(what, "correlation_id", env->correlation_id, err);
-    if (rc == 0)
-        rc = get_opt_str(&v, what, "reply_to", env->reply_to, sizeof(env->reply_to), err);
-    if (rc == 0)
         rc = get_opt_str(&v, what, "traceparent", env->traceparent, sizeof(env->traceparent), err);
+    if (rc == 0)
+        rc = check_uuid(what, "command_id", env->command_id, err);
+    if (rc == 0)
+        rc = check_uuid(what, "tenant_id", env->tenant_id, err);
+    if (rc == 0)
+        rc = check_uuid(what, "correlation_id", env->correlation_id, err);
+    if (rc == 0 && env->expected_version < -1)
+        rc = cstl_error_set(err, CSTL_EDECODE, "%s field \"expected_version\" is negative: %lld",
+                            what, (long long)env->expected_version);
     if (rc == 0 && env->traceparent[0] != '\0' && !cstl_event_traceparent_valid(env->traceparent))
         rc = cstl_error_set(err, CSTL_EDECODE, "%s field \"traceparent\" is invalid: \"%s\"", what,
                             env->traceparent);
@@ -287,8 +289,11 @@ int cstl_cmd_envelope_decode(const void *data, size_t len, cstl_cmd_envelope *en
         }
     }
     avro_value_decref(&v);
-    if (rc != 0)
-        cstl_cmd_envelope_clear(env);
+    if (rc != 0) {
+        free(env->payload);
+        env->payload = NULL;
+        env->payload_len = 0;
+    }
     return rc;
 }
 

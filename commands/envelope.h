@@ -44,7 +44,9 @@ typedef struct cstl_cmd_envelope {
 int cstl_cmd_envelope_encode(const cstl_cmd_envelope *env, cstl_codec_buf *out, cstl_error *err);
 
 /* Decodes a CommandEnvelope single object into *env (payload newly allocated). Returns 0, or
- * CSTL_EDECODE / CSTL_ESCHEMA naming what is wrong (env is then cleared). */
+ * CSTL_EDECODE / CSTL_ESCHEMA naming what is wrong; then env has no payload, and the string
+ * fields that could be read are kept (reply_to and command_id first, so a poison command can
+ * still be answered), the others are "". */
 int cstl_cmd_envelope_decode(const void *data, size_t len, cstl_cmd_envelope *env, cstl_error *err);
 
 /* Frees env's payload and zeroes it. */
