@@ -11,10 +11,7 @@
 
 #include "commands/api.h"
 #include "commands/client.h"
-#if __has_include("commands/handler.h")
 #include "commands/handler.h"
-#define HAVE_HANDLER 1
-#endif
 #include "commands/views.h"
 #include "platform/auth.h"
 #include "platform/log.h"
@@ -28,17 +25,12 @@ typedef struct commands_state {
     cstl_views *views;
     cstl_cmd_client *client;
     cstl_cmd_api *api;
-#ifdef HAVE_HANDLER
     cstl_cmd_handler *handler;
-#else
-    void *handler;
-#endif
     pthread_t handler_thread;
     bool handler_running;
     atomic_bool handler_failed;
 } commands_state;
 
-#ifdef HAVE_HANDLER
 static void *handler_main(void *arg)
 {
     commands_state *st = arg;
@@ -49,7 +41,6 @@ static void *handler_main(void *arg)
     }
     return NULL;
 }
-#endif
 
 static int commands_start(cli_service *svc, cstl_error *err)
 {
@@ -87,7 +78,6 @@ static int commands_start(cli_service *svc, cstl_error *err)
                  "the command handler is off (CONSTELLATION_COMMAND_HANDLER=off)");
         return 0;
     }
-#ifdef HAVE_HANDLER
     cstl_cmd_handler_options ho = {.brokers = cfg->kafka_brokers,
                                    .instance_id = cfg->instance_id,
                                    .metrics = svc->metrics,
@@ -98,9 +88,6 @@ static int commands_start(cli_service *svc, cstl_error *err)
     if (pthread_create(&st->handler_thread, NULL, handler_main, st) != 0)
         return cstl_error_set(err, CSTL_EINTERNAL, "cannot start the command handler thread");
     st->handler_running = true;
-#else
-    cstl_log(CSTL_LOG_WARN, "commands", "this build has no command handler");
-#endif
     return 0;
 }
 
@@ -110,13 +97,11 @@ static void commands_stop(cli_service *svc)
     if (st == NULL)
         return;
     /* The HTTP server has drained: no request waits for a reply any more. */
-#ifdef HAVE_HANDLER
     if (st->handler_running) {
         cstl_cmd_handler_stop(st->handler);
         pthread_join(st->handler_thread, NULL);
     }
     cstl_cmd_handler_free(st->handler);
-#endif
     cstl_views_stop(st->views);
     cstl_cmd_api_free(st->api);
     cstl_cmd_client_free(st->client);
@@ -132,7 +117,6 @@ static int commands_ready(cli_service *svc, cstl_error *why)
     if (!cstl_views_ready(st->views))
         return cstl_error_set(why, CSTL_EUNAVAILABLE,
                               "reading the tenants and fleet events (api keys, gpus)");
-#ifdef HAVE_HANDLER
     if (st->handler != NULL) {
         if (atomic_load(&st->handler_failed))
             return cstl_error_set(why, CSTL_EUNAVAILABLE, "the command handler stopped");
@@ -140,7 +124,6 @@ static int commands_ready(cli_service *svc, cstl_error *why)
             return cstl_error_set(why, CSTL_EUNAVAILABLE,
                                   "the command handler owns no restored partition yet");
     }
-#endif
     return 0;
 }
 
