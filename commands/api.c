@@ -175,11 +175,12 @@ int api_respond_reply(api_call *c, const cstl_cmd_reply *r)
                                              r->error_message, ext);
         return cstl_http_respond_problem(req, 409, "conflict", "conflict", r->error_message, ext);
     case CSTL_CMD_VERSION_MISMATCH:
+        ext = json_pack("{s:s}", "code", r->error_code[0] ? r->error_code : "version_mismatch");
+        if (r->version >= 0)
+            json_object_set_new(ext, "current_version", json_integer(r->version));
         return cstl_http_respond_problem(
             req, 412, "precondition-failed", "precondition failed",
-            r->error_message[0] ? r->error_message : "If-Match does not hold",
-            json_pack("{s:s,s:I}", "code", r->error_code[0] ? r->error_code : "version_mismatch",
-                      "current_version", (json_int_t)r->version));
+            r->error_message[0] ? r->error_message : "If-Match does not hold", ext);
     case CSTL_CMD_INVALID:
         return api_invalid(req, "", r->error_code[0] ? r->error_code : "invalid",
                            r->error_message);
