@@ -8,7 +8,6 @@
  * its own thread, the views reader on its own.
  */
 #include "cli/service.h"
-
 #include "commands/api.h"
 #include "commands/client.h"
 #include "commands/handler.h"

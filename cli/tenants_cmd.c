@@ -5,13 +5,13 @@
  * running (`constellation commands` runs it by default). Single-threaded.
  */
 #include "cli/cli.h"
-
 #include "commands/client.h"
 #include "commands/rules.h"
 #include "platform/auth.h"
 #include "platform/id.h"
 
 #include <jansson.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -67,14 +67,14 @@ static int tenants_create(const char *name, const char *email)
                                   .timeout_ms = cfg.kafka_timeout_ms};
     cstl_cmd_client *client = cstl_cmd_client_new(&co, &err);
     if (client == NULL) {
-        fprintf(stderr, "constellation: tenants: cannot reach kafka at %s: %s\n",
-                cfg.kafka_brokers, err.message);
+        fprintf(stderr, "constellation: tenants: cannot reach kafka at %s: %s\n", cfg.kafka_brokers,
+                err.message);
         return CLI_EXIT_FAILURE;
     }
     char tenant_id[37], command_id[37];
     cstl_uuid_v7_string(tenant_id);
-    json_t *create = json_pack("{s:s,s:s,s:s}", "tenant_id", tenant_id, "name", name,
-                               "contact_email", email);
+    json_t *create =
+        json_pack("{s:s,s:s,s:s}", "tenant_id", tenant_id, "name", name, "contact_email", email);
     cstl_decision d = {0};
     if (cstl_command_validate("tenants", "CreateTenant", create, &d) != 0) {
         fprintf(stderr, "constellation: tenants create: %s\n", d.message);
@@ -144,8 +144,7 @@ int cli_tenants(int argc, char **argv)
         } else if (argv[i][0] != '-' && name == NULL) {
             name = argv[i];
         } else {
-            fprintf(stderr, "constellation: tenants create: unexpected argument \"%s\"\n",
-                    argv[i]);
+            fprintf(stderr, "constellation: tenants create: unexpected argument \"%s\"\n", argv[i]);
             return CLI_EXIT_USAGE;
         }
     }

@@ -10,7 +10,6 @@
  * Threads: HTTP server threads. The recent-commands table is guarded by a mutex.
  */
 #include "commands/api_internal.h"
-
 #include "commands/rules.h"
 #include "platform/id.h"
 #include "platform/log.h"
@@ -23,8 +22,8 @@
 
 /* ---- problems ---------------------------------------------------------------------------- */
 
-int api_problem(cstl_http_request *req, int status, const char *type, const char *title,
-                const char *fmt, ...)
+int api_problem(
+    cstl_http_request *req, int status, const char *type, const char *title, const char *fmt, ...)
 {
     char detail[512];
     va_list ap;
@@ -45,8 +44,8 @@ int api_invalid(cstl_http_request *req, const char *field, const char *code, con
 
 /* ---- recent commands (for GET /v1/commands/{id}) ----------------------------------------- */
 
-static void recent_add(cstl_cmd_api *api, const char *command_id, const char *tenant_id,
-                       const char *context)
+static void
+recent_add(cstl_cmd_api *api, const char *command_id, const char *tenant_id, const char *context)
 {
     pthread_mutex_lock(&api->recent_mu);
     api_recent *r = &api->recent[api->recent_next++ % API_RECENT_MAX];
@@ -80,7 +79,9 @@ static bool gpu_uuid_valid(const char *s)
     return true;
 }
 
-int api_authenticate(cstl_cmd_api *api, cstl_http_request *req, const api_endpoint *ep,
+int api_authenticate(cstl_cmd_api *api,
+                     cstl_http_request *req,
+                     const api_endpoint *ep,
                      cstl_principal *who)
 {
     const char *authorization = cstl_http_request_header(req, "Authorization");
@@ -137,10 +138,10 @@ static int respond_success(api_call *c, const cstl_cmd_reply *r)
         cstl_http_set_header(c->req, "ETag", etag);
     if (c->location[0] != '\0')
         cstl_http_set_header(c->req, "Location", c->location);
-    json_t *body = json_pack("{s:s,s:I,s:s,s:s}", "id",
-                             c->resource_id[0] ? c->resource_id : r->aggregate_id, "version",
-                             (json_int_t)r->version, "command_id", c->command_id, "status",
-                             cstl_cmd_outcome_name(r->outcome));
+    json_t *body =
+        json_pack("{s:s,s:I,s:s,s:s}", "id", c->resource_id[0] ? c->resource_id : r->aggregate_id,
+                  "version", (json_int_t)r->version, "command_id", c->command_id, "status",
+                  cstl_cmd_outcome_name(r->outcome));
     if (c->extra != NULL) {
         /* a duplicate's secret (an API key) is not the one stored: never show it */
         if (r->outcome == CSTL_CMD_DUPLICATE)
@@ -171,8 +172,8 @@ int api_respond_reply(api_call *c, const cstl_cmd_reply *r)
     case CSTL_CMD_REJECTED:
         ext = json_pack("{s:s}", "code", r->error_code);
         if (ends_with(r->error_code, "not_found"))
-            return cstl_http_respond_problem(req, 404, "not-found", "not found",
-                                             r->error_message, ext);
+            return cstl_http_respond_problem(req, 404, "not-found", "not found", r->error_message,
+                                             ext);
         return cstl_http_respond_problem(req, 409, "conflict", "conflict", r->error_message, ext);
     case CSTL_CMD_VERSION_MISMATCH:
         ext = json_pack("{s:s}", "code", r->error_code[0] ? r->error_code : "version_mismatch");
@@ -182,8 +183,7 @@ int api_respond_reply(api_call *c, const cstl_cmd_reply *r)
             req, 412, "precondition-failed", "precondition failed",
             r->error_message[0] ? r->error_message : "If-Match does not hold", ext);
     case CSTL_CMD_INVALID:
-        return api_invalid(req, "", r->error_code[0] ? r->error_code : "invalid",
-                           r->error_message);
+        return api_invalid(req, "", r->error_code[0] ? r->error_code : "invalid", r->error_message);
     case CSTL_CMD_FAILED:
         break;
     }
@@ -210,8 +210,8 @@ static int respond_pending(api_call *c)
 static int read_headers(api_call *c)
 {
     cstl_error err;
-    if (cstl_api_if_match_parse(cstl_http_request_header(c->req, "If-Match"),
-                                &c->expected_version, &err) != 0)
+    if (cstl_api_if_match_parse(cstl_http_request_header(c->req, "If-Match"), &c->expected_version,
+                                &err) != 0)
         return api_problem(c->req, 400, "malformed-request", "malformed request", "%s",
                            err.message),
                -1;
@@ -333,15 +333,15 @@ int api_get_command(cstl_http_request *req, void *ud)
                            "no recent command \"%s\" of this tenant on this instance", lower);
     cstl_cmd_reply r;
     if (cstl_cmd_client_lookup(api->client, lower, &r) != 0)
-        return cstl_http_respond_json(req, 200,
-                                      json_pack("{s:s,s:s}", "command_id", lower, "status",
-                                                "pending"));
+        return cstl_http_respond_json(
+            req, 200, json_pack("{s:s,s:s}", "command_id", lower, "status", "pending"));
     json_t *body = json_pack("{s:s,s:s,s:s,s:I}", "command_id", lower, "status",
                              cstl_cmd_outcome_name(r.outcome), "id", r.aggregate_id, "version",
                              (json_int_t)r.version);
     if (r.error_code[0] != '\0')
-        json_object_set_new(body, "error", json_pack("{s:s,s:s}", "code", r.error_code,
-                                                     "message", r.error_message));
+        json_object_set_new(
+            body, "error",
+            json_pack("{s:s,s:s}", "code", r.error_code, "message", r.error_message));
     return cstl_http_respond_json(req, 200, body);
 }
 

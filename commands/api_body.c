@@ -31,7 +31,9 @@ const cstl_api_field cstl_api_submit_job_fields[] = {
     {.name = "runtime_limit_seconds", .type = CSTL_API_LONG, .def = "3600"},
     {.name = "retry_limit", .type = CSTL_API_INT, .def = "0"},
     {.name = "labels", .type = CSTL_API_STRING_MAP, .def = "{}", .max = 64},
-    {.name = "parameters", .type = CSTL_API_OBJECT, .required = true,
+    {.name = "parameters",
+     .type = CSTL_API_OBJECT,
+     .required = true,
      .fields = job_parameters_fields},
     {0},
 };
@@ -57,7 +59,10 @@ static const cstl_api_field gpu_fields[] = {
 const cstl_api_field cstl_api_register_worker_fields[] = {
     {.name = "worker_id", .type = CSTL_API_STRING, .max = 36},
     {.name = "hostname", .type = CSTL_API_STRING, .required = true, .max = 255},
-    {.name = "gpus", .type = CSTL_API_OBJECT_ARRAY, .required = true, .max = 64,
+    {.name = "gpus",
+     .type = CSTL_API_OBJECT_ARRAY,
+     .required = true,
+     .max = 64,
      .fields = gpu_fields},
     {.name = "labels", .type = CSTL_API_STRING_MAP, .def = "{}", .max = 64},
     {0},
@@ -65,17 +70,32 @@ const cstl_api_field cstl_api_register_worker_fields[] = {
 
 static const cstl_api_field gpu_telemetry_fields[] = {
     {.name = "uuid", .type = CSTL_API_STRING, .required = true, .max = 128},
-    {.name = "utilization_percent", .type = CSTL_API_INT, .required = true, .has_range = true,
-     .min = 0, .max_value = 100},
-    {.name = "memory_used_mib", .type = CSTL_API_LONG, .required = true, .has_range = true,
-     .min = 0, .max_value = INT64_C(1) << 40},
-    {.name = "temperature_c", .type = CSTL_API_INT, .required = true, .has_range = true,
-     .min = -100, .max_value = 200},
+    {.name = "utilization_percent",
+     .type = CSTL_API_INT,
+     .required = true,
+     .has_range = true,
+     .min = 0,
+     .max_value = 100},
+    {.name = "memory_used_mib",
+     .type = CSTL_API_LONG,
+     .required = true,
+     .has_range = true,
+     .min = 0,
+     .max_value = INT64_C(1) << 40},
+    {.name = "temperature_c",
+     .type = CSTL_API_INT,
+     .required = true,
+     .has_range = true,
+     .min = -100,
+     .max_value = 200},
     {0},
 };
 
 const cstl_api_field cstl_api_heartbeat_fields[] = {
-    {.name = "gpus", .type = CSTL_API_OBJECT_ARRAY, .required = true, .max = 64,
+    {.name = "gpus",
+     .type = CSTL_API_OBJECT_ARRAY,
+     .required = true,
+     .max = 64,
      .fields = gpu_telemetry_fields},
     {0},
 };
@@ -103,11 +123,12 @@ const cstl_api_field cstl_api_issue_key_fields[] = {
 
 /* ---- mapping ----------------------------------------------------------------------------- */
 
-static int field_error(cstl_api_field_error *fe, const char *path, const char *code,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int
+field_error(cstl_api_field_error *fe, const char *path, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static int field_error(cstl_api_field_error *fe, const char *path, const char *code,
-                       const char *fmt, ...)
+static int
+field_error(cstl_api_field_error *fe, const char *path, const char *code, const char *fmt, ...)
 {
     if (fe != NULL) {
         snprintf(fe->field, sizeof(fe->field), "%s", path);
@@ -142,11 +163,10 @@ static const char *json_type_name(const json_t *v)
     return "a value";
 }
 
-static int wrong_type(cstl_api_field_error *fe, const char *path, const char *want,
-                      const json_t *v)
+static int wrong_type(cstl_api_field_error *fe, const char *path, const char *want, const json_t *v)
 {
-    return field_error(fe, path, "invalid_type", "%s must be %s, got %s", path[0] ? path : "the body",
-                       want, json_type_name(v));
+    return field_error(fe, path, "invalid_type", "%s must be %s, got %s",
+                       path[0] ? path : "the body", want, json_type_name(v));
 }
 
 static size_t cap_of(const cstl_api_field *f, size_t dflt)
@@ -154,25 +174,28 @@ static size_t cap_of(const cstl_api_field *f, size_t dflt)
     return f->max != 0 ? f->max : dflt;
 }
 
-static int check_string(const cstl_api_field *f, const char *path, const json_t *v,
-                        cstl_api_field_error *fe)
+static int
+check_string(const cstl_api_field *f, const char *path, const json_t *v, cstl_api_field_error *fe)
 {
     size_t len = json_string_length(v);
     size_t cap = cap_of(f, CSTL_API_STRING_MAX);
     if (len > cap)
-        return field_error(fe, path, "invalid_length", "%s is %zu bytes long, the limit is %zu", path,
-                           len, cap);
+        return field_error(fe, path, "invalid_length", "%s is %zu bytes long, the limit is %zu",
+                           path, len, cap);
     if (strlen(json_string_value(v)) != len)
         return field_error(fe, path, "invalid_format", "%s contains a NUL character", path);
     return 0;
 }
 
-static int map_object(const cstl_api_field *fields, const json_t *in, json_t *out,
-                      const char *prefix, cstl_api_field_error *fe);
+static int map_object(const cstl_api_field *fields,
+                      const json_t *in,
+                      json_t *out,
+                      const char *prefix,
+                      cstl_api_field_error *fe);
 
 /* Maps one present value v of field f at path into a new reference in *res. */
-static int map_value(const cstl_api_field *f, const char *path, json_t *v, json_t **res,
-                     cstl_api_field_error *fe)
+static int map_value(
+    const cstl_api_field *f, const char *path, json_t *v, json_t **res, cstl_api_field_error *fe)
 {
     char sub[160];
     switch (f->type) {
@@ -184,8 +207,8 @@ static int map_value(const cstl_api_field *f, const char *path, json_t *v, json_
         /* fall through */
     case CSTL_API_STRING:
         if (!json_is_string(v))
-            return wrong_type(fe, path, f->type == CSTL_API_STRING ? "a string" : "a string or null",
-                              v);
+            return wrong_type(fe, path,
+                              f->type == CSTL_API_STRING ? "a string" : "a string or null", v);
         if (check_string(f, path, v, fe) != 0)
             return CSTL_EINVAL;
         *res = json_incref(v);
@@ -197,11 +220,13 @@ static int map_value(const cstl_api_field *f, const char *path, json_t *v, json_
         json_int_t n = json_integer_value(v);
         if (f->type == CSTL_API_INT && (n < INT32_MIN || n > INT32_MAX))
             return field_error(fe, path, "out_of_range",
-                               "%s must be from %" PRId32 " to %" PRId32 ", got %" JSON_INTEGER_FORMAT,
+                               "%s must be from %" PRId32 " to %" PRId32
+                               ", got %" JSON_INTEGER_FORMAT,
                                path, INT32_MIN, INT32_MAX, n);
         if (f->has_range && (n < f->min || n > f->max_value))
             return field_error(fe, path, "out_of_range",
-                               "%s must be from %" PRId64 " to %" PRId64 ", got %" JSON_INTEGER_FORMAT,
+                               "%s must be from %" PRId64 " to %" PRId64
+                               ", got %" JSON_INTEGER_FORMAT,
                                path, f->min, f->max_value, n);
         *res = json_incref(v);
         return 0;
@@ -211,8 +236,8 @@ static int map_value(const cstl_api_field *f, const char *path, json_t *v, json_
             return wrong_type(fe, path, "an object of strings", v);
         size_t cap = cap_of(f, CSTL_API_ITEMS_MAX);
         if (json_object_size(v) > cap)
-            return field_error(fe, path, "invalid_length", "%s has %zu entries, the limit is %zu", path,
-                               json_object_size(v), cap);
+            return field_error(fe, path, "invalid_length", "%s has %zu entries, the limit is %zu",
+                               path, json_object_size(v), cap);
         const char *k;
         json_t *item;
         static const cstl_api_field entry = {.type = CSTL_API_STRING, .max = 1024};
@@ -240,8 +265,8 @@ static int map_value(const cstl_api_field *f, const char *path, json_t *v, json_
                               v);
         size_t cap = cap_of(f, CSTL_API_ITEMS_MAX);
         if (json_array_size(v) > cap)
-            return field_error(fe, path, "invalid_length", "%s has %zu items, the limit is %zu", path,
-                               json_array_size(v), cap);
+            return field_error(fe, path, "invalid_length", "%s has %zu items, the limit is %zu",
+                               path, json_array_size(v), cap);
         json_t *arr = json_array();
         size_t i;
         json_t *item;
@@ -300,8 +325,11 @@ static int map_value(const cstl_api_field *f, const char *path, json_t *v, json_
     return field_error(fe, path, "internal", "%s has an unknown type", path);
 }
 
-static int map_object(const cstl_api_field *fields, const json_t *in, json_t *out,
-                      const char *prefix, cstl_api_field_error *fe)
+static int map_object(const cstl_api_field *fields,
+                      const json_t *in,
+                      json_t *out,
+                      const char *prefix,
+                      cstl_api_field_error *fe)
 {
     char path[160];
     const char *k;
@@ -335,7 +363,9 @@ static int map_object(const cstl_api_field *fields, const json_t *in, json_t *ou
     return 0;
 }
 
-int cstl_api_body_map(const cstl_api_field *fields, const json_t *body, json_t *out,
+int cstl_api_body_map(const cstl_api_field *fields,
+                      const json_t *body,
+                      json_t *out,
                       cstl_api_field_error *fe)
 {
     if (!json_is_object(body))
@@ -356,8 +386,9 @@ int cstl_api_body_parse(const char *body, size_t len, json_t **out, cstl_error *
     json_error_t je;
     json_t *v = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
     if (v == NULL)
-        return cstl_error_set(err, CSTL_EPARSE, "the body is not valid JSON: %s at line %d column %d",
-                              je.text, je.line, je.column);
+        return cstl_error_set(err, CSTL_EPARSE,
+                              "the body is not valid JSON: %s at line %d column %d", je.text,
+                              je.line, je.column);
     *out = v;
     return 0;
 }
@@ -387,10 +418,11 @@ int cstl_api_if_match_parse(const char *header, int64_t *expected_version, cstl_
     *expected_version = v;
     return 0;
 bad:
-    return cstl_error_set(err, CSTL_EPARSE,
-                          "If-Match must be one entity tag holding a version, such as \"\\\"3\\\"\", "
-                          "got \"%.64s\"",
-                          header);
+    return cstl_error_set(
+        err, CSTL_EPARSE,
+        "If-Match must be one entity tag holding a version, such as \"\\\"3\\\"\", "
+        "got \"%.64s\"",
+        header);
 }
 
 int cstl_api_idempotency_key_check(const char *key, cstl_error *err)
@@ -455,8 +487,12 @@ int cstl_api_time_parse(const char *text, int64_t *micros)
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
         return CSTL_EPARSE;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                    .tm_min = mi, .tm_sec = s};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = s};
     time_t t = timegm(&tm);
     *micros = (int64_t)t * 1000000 + frac;
     return 0;

@@ -16,19 +16,20 @@
 
 #include "platform/error.h"
 
+#include <jansson.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
-#define CSTL_API_STRING_MAX     4096 /* bytes of a string field unless the field says less */
-#define CSTL_API_ITEMS_MAX      256  /* items of an array or entries of a map unless less */
-#define CSTL_API_IDEMPOTENCY_MAX 255 /* bytes of an Idempotency-Key */
+#define CSTL_API_STRING_MAX      4096 /* bytes of a string field unless the field says less */
+#define CSTL_API_ITEMS_MAX       256  /* items of an array or entries of a map unless less */
+#define CSTL_API_IDEMPOTENCY_MAX 255  /* bytes of an Idempotency-Key */
 
 /* One invalid field, as the `errors` extension of a 422 problem lists it. */
 typedef struct cstl_api_field_error {
     char field[128];   /* JSON path: "gpu_count", "parameters.command[2]", "" for the body */
-    char code[64];     /* "unknown_field", "invalid_type", "missing_field", "invalid_length", "out_of_range", "invalid_format" */
+    char code[64];     /* "unknown_field", "invalid_type", "missing_field", "invalid_length",
+                          "out_of_range", "invalid_format" */
     char message[256]; /* lower case, names the field and quotes the value */
 } cstl_api_field_error;
 
@@ -53,7 +54,7 @@ typedef struct cstl_api_field {
     const char *def; /* JSON text of the default of an optional field; NULL: left out */
     size_t max;      /* string bytes, array items or map entries; 0: the CSTL_API_*_MAX cap */
     bool has_range;
-    int64_t min, max_value;               /* for CSTL_API_INT / CSTL_API_LONG with has_range */
+    int64_t min, max_value;              /* for CSTL_API_INT / CSTL_API_LONG with has_range */
     const struct cstl_api_field *fields; /* for CSTL_API_OBJECT and CSTL_API_OBJECT_ARRAY */
 } cstl_api_field;
 
@@ -81,7 +82,9 @@ int cstl_api_body_parse(const char *body, size_t len, json_t **out, cstl_error *
  * CSTL_EINVAL with *fe describing the first invalid field (a body that is not an object is
  * reported with field ""). On failure out may hold some fields.
  */
-int cstl_api_body_map(const cstl_api_field *fields, const json_t *body, json_t *out,
+int cstl_api_body_map(const cstl_api_field *fields,
+                      const json_t *body,
+                      json_t *out,
                       cstl_api_field_error *fe);
 
 /*

@@ -74,14 +74,17 @@ struct api_endpoint {
 };
 
 /* Answers a problem with a printf-formatted detail (401 adds WWW-Authenticate). Returns 0. */
-int api_problem(cstl_http_request *req, int status, const char *type, const char *title,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int api_problem(
+    cstl_http_request *req, int status, const char *type, const char *title, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Answers 422 with an `errors` extension holding one field error. Returns 0. */
 int api_invalid(cstl_http_request *req, const char *field, const char *code, const char *message);
 
 /* Authenticates and authorizes for ep; 0, or -1 after answering 401/403. */
-int api_authenticate(cstl_cmd_api *api, cstl_http_request *req, const api_endpoint *ep,
+int api_authenticate(cstl_cmd_api *api,
+                     cstl_http_request *req,
+                     const api_endpoint *ep,
                      cstl_principal *who);
 
 /* Maps a command reply to the response. Returns 0. */

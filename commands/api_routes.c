@@ -6,7 +6,6 @@
  * Threads: HTTP server threads; the endpoint table is read-only once registered.
  */
 #include "commands/api_internal.h"
-
 #include "platform/codec.h"
 #include "platform/events.h"
 #include "platform/id.h"
@@ -111,8 +110,8 @@ static int prepare_heartbeat(api_call *c)
     cstl_uuid_format(&u, worker);
     if (cstl_views_worker(c->api->views, worker, tenant) != 0 ||
         (tenant[0] != '\0' && strcmp(tenant, c->who.tenant_id) != 0 && !is_operator(c)))
-        return api_problem(c->req, 404, "not-found", "not found",
-                           "worker \"%s\" is not registered", worker),
+        return api_problem(c->req, 404, "not-found", "not found", "worker \"%s\" is not registered",
+                           worker),
                -1;
     snprintf(c->aggregate_id, sizeof(c->aggregate_id), "%s", worker);
     json_object_set_new(c->payload, "worker_id", json_string(worker));
@@ -162,10 +161,10 @@ static int finish_heartbeat(api_call *c)
         return api_problem(c->req, 503, "unavailable", "service unavailable",
                            "the heartbeat could not be queued, retry later");
     }
-    return cstl_http_respond_json(
-        c->req, 202,
-        json_pack("{s:s,s:s,s:I}", "worker_id", c->aggregate_id, "status", "accepted", "at",
-                  json_integer_value(json_object_get(c->payload, "at"))));
+    return cstl_http_respond_json(c->req, 202,
+                                  json_pack("{s:s,s:s,s:I}", "worker_id", c->aggregate_id, "status",
+                                            "accepted", "at",
+                                            json_integer_value(json_object_get(c->payload, "at"))));
 }
 
 /* ---- tenants ----------------------------------------------------------------------------- */
@@ -189,8 +188,7 @@ static int prepare_issue_key(api_call *c)
 {
     char key[CSTL_API_KEY_LEN + 1], key_id[37], hash[65];
     if (cstl_api_key_generate(key, sizeof(key), key_id, hash) != 0)
-        return cstl_http_respond_problem(c->req, 500, "internal", "internal error", NULL, NULL),
-               -1;
+        return cstl_http_respond_problem(c->req, 500, "internal", "internal error", NULL, NULL), -1;
     if (c->idempotency_key != NULL) {
         /* the retried request must address the same key id; the secret stays new */
         api_derived_id(c, "api-key", key_id);
@@ -218,37 +216,89 @@ static int prepare_issue_key(api_call *c)
     }
 
 static const api_endpoint endpoints[] = {
-    {.method = "POST", .pattern = "/v1/jobs", .action = "submit jobs",
-     .perms = PERMS(CSTL_PERM_SUBMIT_JOB), .context = "jobs", .command_type = "SubmitJob",
-     .fields = cstl_api_submit_job_fields, .creates = true, .prepare = prepare_submit_job},
-    {.method = "POST", .pattern = "/v1/jobs/{id}/cancel", .action = "cancel jobs",
-     .perms = PERMS(CSTL_PERM_CANCEL_JOB), .context = "jobs", .command_type = "CancelJob",
-     .fields = cstl_api_cancel_job_fields, .if_match = true, .prepare = prepare_job},
-    {.method = "PATCH", .pattern = "/v1/jobs/{id}", .action = "change job priorities",
-     .perms = PERMS(CSTL_PERM_SUBMIT_JOB), .context = "jobs", .command_type = "ChangeJobPriority",
-     .fields = cstl_api_change_priority_fields, .if_match = true, .prepare = prepare_job},
-    {.method = "POST", .pattern = "/v1/workers", .action = "register workers",
-     .perms = PERMS(CSTL_PERM_WORKER_REPORT, CSTL_PERM_MANAGE_FLEET), .context = "fleet",
-     .command_type = "RegisterWorker", .fields = cstl_api_register_worker_fields,
-     .creates = true, .prepare = prepare_register_worker},
-    {.method = "POST", .pattern = "/v1/workers/{id}/heartbeat", .action = "send heartbeats",
-     .perms = PERMS(CSTL_PERM_WORKER_REPORT, CSTL_PERM_MANAGE_FLEET), .context = "fleet",
-     .fields = cstl_api_heartbeat_fields, .prepare = prepare_heartbeat,
+    {.method = "POST",
+     .pattern = "/v1/jobs",
+     .action = "submit jobs",
+     .perms = PERMS(CSTL_PERM_SUBMIT_JOB),
+     .context = "jobs",
+     .command_type = "SubmitJob",
+     .fields = cstl_api_submit_job_fields,
+     .creates = true,
+     .prepare = prepare_submit_job},
+    {.method = "POST",
+     .pattern = "/v1/jobs/{id}/cancel",
+     .action = "cancel jobs",
+     .perms = PERMS(CSTL_PERM_CANCEL_JOB),
+     .context = "jobs",
+     .command_type = "CancelJob",
+     .fields = cstl_api_cancel_job_fields,
+     .if_match = true,
+     .prepare = prepare_job},
+    {.method = "PATCH",
+     .pattern = "/v1/jobs/{id}",
+     .action = "change job priorities",
+     .perms = PERMS(CSTL_PERM_SUBMIT_JOB),
+     .context = "jobs",
+     .command_type = "ChangeJobPriority",
+     .fields = cstl_api_change_priority_fields,
+     .if_match = true,
+     .prepare = prepare_job},
+    {.method = "POST",
+     .pattern = "/v1/workers",
+     .action = "register workers",
+     .perms = PERMS(CSTL_PERM_WORKER_REPORT, CSTL_PERM_MANAGE_FLEET),
+     .context = "fleet",
+     .command_type = "RegisterWorker",
+     .fields = cstl_api_register_worker_fields,
+     .creates = true,
+     .prepare = prepare_register_worker},
+    {.method = "POST",
+     .pattern = "/v1/workers/{id}/heartbeat",
+     .action = "send heartbeats",
+     .perms = PERMS(CSTL_PERM_WORKER_REPORT, CSTL_PERM_MANAGE_FLEET),
+     .context = "fleet",
+     .fields = cstl_api_heartbeat_fields,
+     .prepare = prepare_heartbeat,
      .finish = finish_heartbeat},
-    {.method = "POST", .pattern = "/v1/gpus/{uuid}/drain", .action = "drain gpus",
-     .perms = PERMS(CSTL_PERM_MANAGE_FLEET), .context = "fleet", .command_type = "DrainGpu",
-     .fields = cstl_api_drain_gpu_fields, .prepare = prepare_gpu},
-    {.method = "POST", .pattern = "/v1/gpus/{uuid}/resume", .action = "resume gpus",
-     .perms = PERMS(CSTL_PERM_MANAGE_FLEET), .context = "fleet", .command_type = "ResumeGpu",
-     .fields = cstl_api_resume_gpu_fields, .prepare = prepare_gpu},
-    {.method = "POST", .pattern = "/v1/tenants", .action = "create tenants",
-     .perms = PERMS(CSTL_PERM_ADMIN), .context = "tenants", .command_type = "CreateTenant",
-     .fields = cstl_api_create_tenant_fields, .creates = true, .prepare = prepare_create_tenant},
-    {.method = "POST", .pattern = "/v1/api-keys", .action = "issue api keys",
-     .perms = PERMS(CSTL_PERM_ADMIN), .context = "tenants", .command_type = "IssueApiKey",
-     .fields = cstl_api_issue_key_fields, .creates = true, .prepare = prepare_issue_key},
-    {.method = "GET", .pattern = "/v1/commands/{id}", .action = "read command outcomes",
-     .perms = PERMS(CSTL_PERM_READ, CSTL_PERM_WORKER_REPORT), .handler = api_get_command},
+    {.method = "POST",
+     .pattern = "/v1/gpus/{uuid}/drain",
+     .action = "drain gpus",
+     .perms = PERMS(CSTL_PERM_MANAGE_FLEET),
+     .context = "fleet",
+     .command_type = "DrainGpu",
+     .fields = cstl_api_drain_gpu_fields,
+     .prepare = prepare_gpu},
+    {.method = "POST",
+     .pattern = "/v1/gpus/{uuid}/resume",
+     .action = "resume gpus",
+     .perms = PERMS(CSTL_PERM_MANAGE_FLEET),
+     .context = "fleet",
+     .command_type = "ResumeGpu",
+     .fields = cstl_api_resume_gpu_fields,
+     .prepare = prepare_gpu},
+    {.method = "POST",
+     .pattern = "/v1/tenants",
+     .action = "create tenants",
+     .perms = PERMS(CSTL_PERM_ADMIN),
+     .context = "tenants",
+     .command_type = "CreateTenant",
+     .fields = cstl_api_create_tenant_fields,
+     .creates = true,
+     .prepare = prepare_create_tenant},
+    {.method = "POST",
+     .pattern = "/v1/api-keys",
+     .action = "issue api keys",
+     .perms = PERMS(CSTL_PERM_ADMIN),
+     .context = "tenants",
+     .command_type = "IssueApiKey",
+     .fields = cstl_api_issue_key_fields,
+     .creates = true,
+     .prepare = prepare_issue_key},
+    {.method = "GET",
+     .pattern = "/v1/commands/{id}",
+     .action = "read command outcomes",
+     .perms = PERMS(CSTL_PERM_READ, CSTL_PERM_WORKER_REPORT),
+     .handler = api_get_command},
 };
 
 int cstl_cmd_api_register(cstl_cmd_api *api, cstl_http_server *server, cstl_error *err)

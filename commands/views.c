@@ -50,8 +50,8 @@ struct cstl_views {
 
 /* ---- applying events --------------------------------------------------------------------- */
 
-static const char *str_field(const json_t *data, const char *name, const char *type,
-                             cstl_error *err)
+static const char *
+str_field(const json_t *data, const char *name, const char *type, cstl_error *err)
 {
     const char *s = json_string_value(json_object_get(data, name));
     if (s == NULL)
@@ -75,8 +75,8 @@ static void worker_forget(cstl_views *v, const char *worker_id)
     json_object_del(v->workers, worker_id);
 }
 
-static int apply_worker_registered(cstl_views *v, const json_t *data, const char *tenant_id,
-                                   cstl_error *err)
+static int
+apply_worker_registered(cstl_views *v, const json_t *data, const char *tenant_id, cstl_error *err)
 {
     const char *id = str_field(data, "worker_id", "WorkerRegistered", err);
     json_t *gpus = json_object_get(data, "gpus");
@@ -107,8 +107,8 @@ static int apply_worker_registered(cstl_views *v, const json_t *data, const char
     return 0;
 }
 
-static int apply_locked(cstl_views *v, const char *type, const json_t *data, const char *tenant_id,
-                        cstl_error *err)
+static int apply_locked(
+    cstl_views *v, const char *type, const json_t *data, const char *tenant_id, cstl_error *err)
 {
     if (strcmp(type, "TenantCreated") == 0) {
         const char *id = str_field(data, "tenant_id", type, err);
@@ -136,8 +136,8 @@ static int apply_locked(cstl_views *v, const char *type, const json_t *data, con
             return CSTL_EDECODE;
         cstl_role role;
         if (cstl_role_parse(role_name, &role) != 0)
-            return cstl_error_set(err, CSTL_EDECODE, "ApiKeyIssued event has an unknown role \"%s\"",
-                                  role_name);
+            return cstl_error_set(err, CSTL_EDECODE,
+                                  "ApiKeyIssued event has an unknown role \"%s\"", role_name);
         json_t *exp = json_object_get(data, "expires_at");
         /* microseconds to seconds, rounding down: a key expires no later than it says */
         int64_t expires_s = json_is_integer(exp) ? json_integer_value(exp) / 1000000 : 0;
@@ -171,8 +171,11 @@ static int apply_locked(cstl_views *v, const char *type, const json_t *data, con
     return 0;
 }
 
-int cstl_views_apply(cstl_views *v, const char *event_type, const json_t *data,
-                     const char *tenant_id, cstl_error *err)
+int cstl_views_apply(cstl_views *v,
+                     const char *event_type,
+                     const json_t *data,
+                     const char *tenant_id,
+                     cstl_error *err)
 {
     pthread_mutex_lock(&v->mu);
     int rc = apply_locked(v, event_type, data, tenant_id, err);
@@ -198,7 +201,9 @@ int cstl_views_tenant(cstl_views *v, const char *tenant_id, bool *suspended)
     return t != NULL ? 0 : CSTL_ENOTFOUND;
 }
 
-int cstl_views_gpu_worker(cstl_views *v, const char *gpu_uuid, char worker_id[37],
+int cstl_views_gpu_worker(cstl_views *v,
+                          const char *gpu_uuid,
+                          char worker_id[37],
                           char tenant_out[37])
 {
     int rc = CSTL_ENOTFOUND;
@@ -251,8 +256,8 @@ bool cstl_views_ready(cstl_views *v)
 
 /* ---- the reader -------------------------------------------------------------------------- */
 
-static void mark_done(cstl_views *v, const char *topic, int32_t partition, int64_t next_offset,
-                      bool eof)
+static void
+mark_done(cstl_views *v, const char *topic, int32_t partition, int64_t next_offset, bool eof)
 {
     bool all = true;
     for (int i = 0; i < v->n_parts; i++) {

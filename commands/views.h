@@ -20,16 +20,16 @@
 #include "platform/auth.h"
 #include "platform/error.h"
 
+#include <jansson.h>
+
 #include <stdbool.h>
 #include <stdint.h>
-
-#include <jansson.h>
 
 typedef struct cstl_views cstl_views;
 
 typedef struct cstl_views_options {
-    const char *brokers;     /* NULL: no reader (unit tests feed events with cstl_views_apply) */
-    const char *instance_id; /* for the Kafka client id */
+    const char *brokers;      /* NULL: no reader (unit tests feed events with cstl_views_apply) */
+    const char *instance_id;  /* for the Kafka client id */
     const char *topic_prefix; /* NULL or "": the production topic names */
     cstl_auth *auth;          /* key store to fill; borrowed, may be NULL */
     int timeout_ms;           /* metadata and watermark queries; default 10000 */
@@ -59,15 +59,20 @@ bool cstl_views_ready(cstl_views *v);
  * cstl_tenant header or NULL) to the views. Unknown types are ignored. Returns 0 or CSTL_EDECODE
  * naming a missing field. For the reader thread and tests. Thread-safe.
  */
-int cstl_views_apply(cstl_views *v, const char *event_type, const json_t *data,
-                     const char *tenant_id, cstl_error *err);
+int cstl_views_apply(cstl_views *v,
+                     const char *event_type,
+                     const json_t *data,
+                     const char *tenant_id,
+                     cstl_error *err);
 
 /* Tenant lookup: 0 with *suspended set, or CSTL_ENOTFOUND. Thread-safe. */
 int cstl_views_tenant(cstl_views *v, const char *tenant_id, bool *suspended);
 
 /* The worker holding GPU gpu_uuid (registered, not deregistered) and that worker's tenant
  * (tenant_out may be NULL). 0 or CSTL_ENOTFOUND. Thread-safe. */
-int cstl_views_gpu_worker(cstl_views *v, const char *gpu_uuid, char worker_id[37],
+int cstl_views_gpu_worker(cstl_views *v,
+                          const char *gpu_uuid,
+                          char worker_id[37],
                           char tenant_out[37]);
 
 /* The tenant of a registered worker (tenant_out may be NULL). 0 or CSTL_ENOTFOUND. */

@@ -30,7 +30,7 @@ typedef enum setting_type {
     SETTING_ADDR,
     SETTING_ONOFF, /* int field: on -> 1, off -> 0 */
     SETTING_UUID,  /* string field: a canonical UUID; unset leaves it "" */
-    SETTING_FILE, /* the path of a file readable at load */
+    SETTING_FILE,  /* the path of a file readable at load */
 } setting_type;
 
 #define SETTING_OPTIONAL 1u /* no default: unset leaves the field "" (def must be NULL) */

@@ -16,8 +16,8 @@
 // clang-format on
 
 /* Maps text by fields; returns the rc, the payload in *out (new) and the error in *fe. */
-static int map_text(const cstl_api_field *fields, const char *text, json_t **out,
-                    cstl_api_field_error *fe)
+static int
+map_text(const cstl_api_field *fields, const char *text, json_t **out, cstl_api_field_error *fe)
 {
     json_t *body = NULL;
     cstl_error err;
@@ -34,10 +34,9 @@ static void test_submit_job_defaults(void **state)
     (void)state;
     json_t *p;
     cstl_api_field_error fe;
-    assert_int_equal(
-        map_text(cstl_api_submit_job_fields, "{\"gpu_count\":2,\"parameters\":{\"command\":[\"x\"]}}",
-                 &p, &fe),
-        0);
+    assert_int_equal(map_text(cstl_api_submit_job_fields,
+                              "{\"gpu_count\":2,\"parameters\":{\"command\":[\"x\"]}}", &p, &fe),
+                     0);
     json_t *want = json_loads("{\"name\":null,\"gpu_count\":2,\"min_gpu_memory_mib\":0,"
                               "\"gpu_model\":null,\"priority\":50,\"runtime_limit_seconds\":3600,"
                               "\"retry_limit\":0,\"labels\":{},\"parameters\":{\"command\":[\"x\"],"
@@ -83,8 +82,7 @@ static void test_submit_job_refusals(void **state)
         {"{\"gpu_count\":\"1\",\"parameters\":{\"command\":[]}}", "gpu_count", "invalid_type"},
         {"{\"gpu_count\":1.5,\"parameters\":{\"command\":[]}}", "gpu_count", "invalid_type"},
         {"{\"gpu_count\":true,\"parameters\":{\"command\":[]}}", "gpu_count", "invalid_type"},
-        {"{\"gpu_count\":4294967297,\"parameters\":{\"command\":[]}}", "gpu_count",
-         "out_of_range"},
+        {"{\"gpu_count\":4294967297,\"parameters\":{\"command\":[]}}", "gpu_count", "out_of_range"},
         {"{\"parameters\":{\"command\":[]}}", "gpu_count", "missing_field"},
         {"{\"gpu_count\":1}", "parameters", "missing_field"},
         {"{\"gpu_count\":1,\"parameters\":{\"command\":[1]}}", "parameters.command[0]",
@@ -98,8 +96,7 @@ static void test_submit_job_refusals(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *p;
         cstl_api_field_error fe;
-        assert_int_equal(map_text(cstl_api_submit_job_fields, cases[i].body, &p, &fe),
-                         CSTL_EINVAL);
+        assert_int_equal(map_text(cstl_api_submit_job_fields, cases[i].body, &p, &fe), CSTL_EINVAL);
         if (strcmp(fe.field, cases[i].field) != 0 || strcmp(fe.code, cases[i].code) != 0)
             fail_msg("case %zu: got %s/%s (%s)", i, fe.field, fe.code, fe.message);
         assert_true(strlen(fe.message) > 0);
@@ -114,8 +111,8 @@ static void test_string_cap(void **state)
     char name[300];
     memset(name, 'a', 256);
     name[256] = '\0';
-    snprintf(body, sizeof(body), "{\"gpu_count\":1,\"name\":\"%s\",\"parameters\":{\"command\":[]}}",
-             name);
+    snprintf(body, sizeof(body),
+             "{\"gpu_count\":1,\"name\":\"%s\",\"parameters\":{\"command\":[]}}", name);
     json_t *p;
     cstl_api_field_error fe;
     assert_int_equal(map_text(cstl_api_submit_job_fields, body, &p, &fe), CSTL_EINVAL);
@@ -154,10 +151,9 @@ static void test_issue_key_time(void **state)
     assert_int_equal(map_text(cstl_api_issue_key_fields, "{\"role\":\"member\"}", &p, &fe), 0);
     assert_true(json_is_null(json_object_get(p, "expires_at")));
     json_decref(p);
-    assert_int_equal(
-        map_text(cstl_api_issue_key_fields, "{\"role\":\"member\",\"expires_at\":\"tomorrow\"}",
-                 &p, &fe),
-        CSTL_EINVAL);
+    assert_int_equal(map_text(cstl_api_issue_key_fields,
+                              "{\"role\":\"member\",\"expires_at\":\"tomorrow\"}", &p, &fe),
+                     CSTL_EINVAL);
     assert_string_equal(fe.code, "invalid_format");
     json_decref(p);
 }
@@ -190,9 +186,9 @@ static void test_if_match(void **state)
     assert_int_equal(v, 3);
     assert_int_equal(cstl_api_if_match_parse(" \"12\" ", &v, &err), 0);
     assert_int_equal(v, 12);
-    static const char *const bad[] = {"3",        "W/\"3\"", "\"\"",  "\"a\"", "\"1\", \"2\"",
-                                      "\"-1\"",   "\"3",     "",      "\"1e3\"",
-                                      "\"12345678901234567890\""};
+    static const char *const bad[] = {
+        "3",      "W/\"3\"", "\"\"", "\"a\"",   "\"1\", \"2\"",
+        "\"-1\"", "\"3",     "",     "\"1e3\"", "\"12345678901234567890\""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (cstl_api_if_match_parse(bad[i], &v, &err) != CSTL_EPARSE)
             fail_msg("If-Match %s was accepted", bad[i]);
