@@ -456,10 +456,10 @@ static json_t *worker_snapshot(const void *state)
 
 static void *worker_restore(const json_t *snap, cstl_error *err)
 {
-    const char *status, *worker_id, *hostname = NULL;
-    json_t *labels, *gpus;
+    const char *status, *worker_id;
+    json_t *hostname, *labels, *gpus;
     json_int_t registered_at;
-    if (cstl_agg_unpack(snap, "worker", err, "{s:s, s:s, s:s?, s:o, s:I, s:o}", "status", &status,
+    if (cstl_agg_unpack(snap, "worker", err, "{s:s, s:s, s:o, s:o, s:I, s:o}", "status", &status,
                         "worker_id", &worker_id, "hostname", &hostname, "labels", &labels,
                         "registered_at", &registered_at, "gpus", &gpus) != 0)
         return NULL;
@@ -475,7 +475,7 @@ static void *worker_restore(const json_t *snap, cstl_error *err)
     }
     w->status = (worker_status)s;
     memcpy(w->worker_id, worker_id, strlen(worker_id) + 1);
-    w->hostname = cstl_agg_strdup_or_null(hostname);
+    w->hostname = cstl_agg_strdup_or_null(json_string_value(hostname));
     w->labels = json_is_object(labels) ? json_deep_copy(labels) : NULL;
     w->registered_at = registered_at;
     size_t i;

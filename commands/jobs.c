@@ -318,6 +318,11 @@ static int decide_assign(const job_state *j, const cstl_command *cmd, cstl_decis
         return finished(j, d);
     if (j->status != JOB_QUEUED)
         return wrong_state(j, d, "job_not_queued", "queued");
+    if (strcmp(cstl_agg_str(p, "run_id"), j->run_id) == 0)
+        return cstl_decision_reject(d, CSTL_REJECT_CONFLICT, "run_already_finished", "",
+                                    "run \"%s\" of job \"%s\" already finished: a new assignment "
+                                    "needs a new run id",
+                                    j->run_id, j->job_id);
     size_t n = json_array_size(json_object_get(p, "gpu_uuids"));
     if ((int64_t)n != j->gpu_count)
         return cstl_decision_reject(d, CSTL_REJECT_INVALID, "gpu_count_mismatch", "gpu_uuids",

@@ -296,11 +296,11 @@ static int copy_fixed(char *out, size_t cap, const char *s, const char *what, cs
 static void *tenant_restore(const json_t *snap, cstl_error *err)
 {
     int exists;
-    const char *id, *name = NULL, *email = NULL, *reason = NULL;
-    json_t *suspended_at, *keys;
+    const char *id;
+    json_t *name, *email, *reason, *suspended_at, *keys;
     json_int_t created_at;
-    if (cstl_agg_unpack(snap, "tenant", err, "{s:b, s:s, s:s?, s:s?, s:I, s:s?, s:o, s:o}",
-                        "exists", &exists, "tenant_id", &id, "name", &name, "contact_email", &email,
+    if (cstl_agg_unpack(snap, "tenant", err, "{s:b, s:s, s:o, s:o, s:I, s:o, s:o, s:o}", "exists",
+                        &exists, "tenant_id", &id, "name", &name, "contact_email", &email,
                         "created_at", &created_at, "suspend_reason", &reason, "suspended_at",
                         &suspended_at, "api_keys", &keys) != 0)
         return NULL;
@@ -308,9 +308,9 @@ static void *tenant_restore(const json_t *snap, cstl_error *err)
     if (copy_fixed(t->tenant_id, sizeof(t->tenant_id), id, "tenant_id", err) != 0)
         goto fail;
     t->exists = exists;
-    t->name = cstl_agg_strdup_or_null(name);
-    t->contact_email = cstl_agg_strdup_or_null(email);
-    t->suspend_reason = cstl_agg_strdup_or_null(reason);
+    t->name = cstl_agg_strdup_or_null(json_string_value(name));
+    t->contact_email = cstl_agg_strdup_or_null(json_string_value(email));
+    t->suspend_reason = cstl_agg_strdup_or_null(json_string_value(reason));
     t->created_at = created_at;
     t->suspended = json_is_integer(suspended_at);
     t->suspended_at = json_integer_value(suspended_at);
