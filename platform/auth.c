@@ -181,7 +181,7 @@ cstl_auth *cstl_auth_new(const cstl_auth_options *opts, cstl_error *err)
         a->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
         if (a->hmac == NULL) {
             ERR_clear_error();
-            cstl_error_set(err, CSTL_EINTERNAL, "OpenSSL has no HMAC implementation");
+            cstl_error_set(err, CSTL_EINTERNAL, "OpenSSL has no HMAC implementation for HS256");
             cstl_auth_free(a);
             return NULL;
         }
