@@ -318,9 +318,18 @@ cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_e
     /* Start at the end as of now, resolved here rather than by the broker later, so a command
      * sent as soon as this returns cannot have its reply skipped. */
     int64_t high = 0;
-    if (cstl_kafka_consumer_watermarks(c->consumer, REPLIES_TOPIC, c->replies_partition, NULL,
-                                       &high, c->timeout_ms, err) != 0)
-        goto fail;
+    int64_t until = mono_us() + (int64_t)c->timeout_ms * 1000;
+    for (;;) {
+        int wrc = cstl_kafka_consumer_watermarks(c->consumer, REPLIES_TOPIC, c->replies_partition,
+                                                 NULL, &high, c->timeout_ms, err);
+        if (wrc == 0)
+            break;
+        /* A new topic's leader may not be elected yet: retriable errors are retried. */
+        if (!cstl_error_is_retriable(wrc) || mono_us() > until)
+            goto fail;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(parts, REPLIES_TOPIC, c->replies_partition)->offset = high;
     int rc = cstl_kafka_consumer_assign(c->consumer, parts, err);

@@ -87,7 +87,8 @@ cstl_cmd_handler *cstl_cmd_handler_new(const cstl_cmd_handler_options *opts, cst
         return NULL;
     }
     if (opts->batch_max < 0 || opts->batch_wait_ms < 0 || opts->snapshot_every < 0 ||
-        opts->timeout_ms < 0 || opts->restore_timeout_ms < 0 || opts->handled_ids_ttl_us < 0) {
+        opts->timeout_ms < 0 || opts->restore_timeout_ms < 0 || opts->handled_ids_ttl_us < 0 ||
+        opts->session_timeout_ms < 0) {
         cstl_error_set(err, CSTL_EINVAL, "command handler options must not be negative");
         return NULL;
     }
@@ -151,6 +152,18 @@ cstl_cmd_handler *cstl_cmd_handler_new(const cstl_cmd_handler_options *opts, cst
     if (h->restore_conf == NULL ||
         cstl_kafka_conf_set(h->restore_conf, "enable.partition.eof", "true", err) != 0)
         goto fail;
+    h->group_conf = cstl_kafka_conf_new(h->brokers, client_id, err);
+    if (h->group_conf == NULL)
+        goto fail;
+    if (opts->session_timeout_ms > 0) {
+        char st[32], hb[32];
+        snprintf(st, sizeof(st), "%d", opts->session_timeout_ms);
+        snprintf(hb, sizeof(hb), "%d",
+                 opts->session_timeout_ms / 4 > 0 ? opts->session_timeout_ms / 4 : 1);
+        if (cstl_kafka_conf_set(h->group_conf, "session.timeout.ms", st, err) != 0 ||
+            cstl_kafka_conf_set(h->group_conf, "heartbeat.interval.ms", hb, err) != 0)
+            goto fail;
+    }
     if (check_topics(h, err) != 0)
         goto fail;
 
@@ -719,9 +732,7 @@ static int handle_one(batch *b, const rd_kafka_message_t *m, cstl_error *err)
 out:
     if (fresh != NULL)
         type->destroy(fresh);
-    /* What cstl_decision_clear does, without tying the runtime to the aggregates' library. */
-    for (int i = 0; i < d.n_events; i++)
-        json_decref(d.events[i].data);
+    cstl_decision_clear(&d);
     json_decref(payload);
     cstl_cmd_envelope_clear(&env);
     return rc;
@@ -865,7 +876,7 @@ int cstl_cmd_handler_run(cstl_cmd_handler *h, cstl_error *err)
     h->restorer = cstl_kafka_consumer_new(h->restore_conf, group, NULL, NULL, err);
     if (h->restorer == NULL)
         return err != NULL ? err->code : CSTL_EKAFKA;
-    h->consumer = cstl_kafka_consumer_new(h->conf, h->group_id, on_rebalance, h, err);
+    h->consumer = cstl_kafka_consumer_new(h->group_conf, h->group_id, on_rebalance, h, err);
     if (h->consumer == NULL)
         return err != NULL ? err->code : CSTL_EKAFKA;
     const char *topics[CSTL_HANDLER_MAX_CONTEXTS];
@@ -972,6 +983,7 @@ void cstl_cmd_handler_free(cstl_cmd_handler *h)
         free_part(h, h->parts[--h->n_parts]);
     cstl_kafka_consumer_close(h->restorer, NULL);
     cstl_kafka_conf_free(h->conf);
+    cstl_kafka_conf_free(h->group_conf);
     cstl_kafka_conf_free(h->restore_conf);
     free(h->brokers);
     free(h->instance_id);

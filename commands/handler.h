@@ -31,14 +31,15 @@ typedef struct cstl_cmd_handler_options {
      * tenants, jobs and fleet aggregates. */
     const cstl_aggregate_type *const *contexts;
     size_t n_contexts;
-    const char *group_id;       /* NULL: "constellation-commands" */
-    int batch_max;              /* commands per batch; 0: 500 */
-    int batch_wait_ms;          /* longest wait for a batch to fill after its first command; 0: 5 */
-    int snapshot_every;         /* a snapshot per aggregate every N events; 0: 100 */
-    cstl_metrics *metrics;      /* NULL: cstl_metrics_default() */
-    int timeout_ms;             /* Kafka operations (init, commit, metadata); 0: 30000 */
-    int restore_timeout_ms;     /* restoring one partition; 0: 300000 */
-    size_t handled_ids_max;     /* command ids remembered per partition; 0: 200000 */
+    const char *group_id;   /* NULL: "constellation-commands" */
+    int batch_max;          /* commands per batch; 0: 500 */
+    int batch_wait_ms;      /* longest wait for a batch to fill after its first command; 0: 5 */
+    int snapshot_every;     /* a snapshot per aggregate every N events; 0: 100 */
+    cstl_metrics *metrics;  /* NULL: cstl_metrics_default() */
+    int timeout_ms;         /* Kafka operations (init, commit, metadata); 0: 30000 */
+    int restore_timeout_ms; /* restoring one partition; 0: 300000 */
+    int session_timeout_ms; /* group session: how soon a dead member's partitions move; 0: 45000 */
+    size_t handled_ids_max; /* command ids remembered per partition; 0: 200000 */
     int64_t handled_ids_ttl_us; /* and for how long; 0: 7 days */
 } cstl_cmd_handler_options;
 

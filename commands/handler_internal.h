@@ -65,7 +65,8 @@ struct cstl_cmd_handler {
     int n_ctx;
     int32_t replies_partitions;
 
-    cstl_kafka_conf *conf;         /* consumer and producers */
+    cstl_kafka_conf *conf;         /* producers and admin */
+    cstl_kafka_conf *group_conf;   /* the group consumer */
     cstl_kafka_conf *restore_conf; /* the restore reader: partition EOF events on */
     cstl_kafka_consumer *consumer;
     cstl_kafka_consumer *restorer; /* assigned partition by partition, no group membership */

@@ -119,9 +119,18 @@ static int read_to_end(cstl_cmd_handler *h,
                        cstl_error *err)
 {
     int64_t low = 0, high = 0;
-    int rc = cstl_kafka_consumer_watermarks(h->restorer, topic, p, &low, &high, h->timeout_ms, err);
-    if (rc != 0)
-        return rc;
+    int64_t until = cstl_handler_mono_us() + (int64_t)h->timeout_ms * 1000;
+    int rc;
+    for (;;) {
+        rc = cstl_kafka_consumer_watermarks(h->restorer, topic, p, &low, &high, h->timeout_ms, err);
+        if (rc == 0)
+            break;
+        /* Leader elections (a new topic, a broker restart) are retriable. */
+        if (!cstl_error_is_retriable(rc) || cstl_handler_mono_us() > until)
+            return rc;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (high <= low)
         return 0; /* empty */
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
