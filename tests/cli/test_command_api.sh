@@ -49,10 +49,22 @@ start_service() {
     local code=""
     for _ in $(seq 1 300); do
         code=$(curl -s -o "$work/body" -w '%{http_code}' "http://$addr/readyz")
-        [ "$code" = 200 ] && return 0
+        [ "$code" = 200 ] && break
         sleep 0.1
     done
-    fail "/readyz answered $code"
+    [ "$code" = 200 ] || fail "/readyz answered $code"
+    # /readyz needs one restored partition; this test needs the handler to own every one (it is
+    # the only member of the group): tenants, jobs and fleet command partitions
+    local want owned=0
+    want=$(jq '[.topics[] | select(.name | test("^constellation\\.(tenants|jobs|fleet)\\.commands$"))
+                | .partitions] | add' "${CSTL_SOURCE_DIR:?}/schemas/topics.json")
+    for _ in $(seq 1 600); do
+        owned=$(curl -s "http://$addr/metrics" |
+            awk '/^partitions_owned[{ ]/ { n += $NF } END { print n + 0 }')
+        [ "$owned" = "$want" ] && return 0
+        sleep 0.1
+    done
+    fail "the handler owns $owned of $want partitions"
 }
 stop_service() {
     kill -TERM "$pid"
