@@ -5,8 +5,8 @@
  * schema), wrapped in a CommandEnvelope and produced with the idempotent producer to
  * constellation.<context>.commands, partition murmur2(aggregate id) % the topic's partition count
  * (read from the cluster's metadata once per topic and cached). Producer calls are serialized by
- * prod_lock; a sender waits for its delivery report by polling in short slices, so several
- * threads can send at once.
+ * prod_lock; a sender waits for its delivery report by polling without blocking and sleeping
+ * outside the lock, so several threads can send at once.
  *
  * Replies: a reader thread owns a consumer assigned (no group membership) to the partition of
  * constellation.replies that murmur2(instance id) selects, from its end at the time the client
@@ -312,6 +312,10 @@ cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_e
      * never commits. */
     char group[200];
     snprintf(group, sizeof(group), "constellation-replies-%s", c->instance_id);
+    /* Replies are written in transactions: with read_committed the broker may hold a fetch
+     * until fetch.wait.max.ms even after the commit made records readable, so keep it short. */
+    if (cstl_kafka_conf_set(c->conf, "fetch.wait.max.ms", "10", err) != 0)
+        goto fail;
     c->consumer = cstl_kafka_consumer_new(c->conf, group, NULL, NULL, err);
     if (c->consumer == NULL)
         goto fail;
@@ -411,13 +415,17 @@ static int produce(cstl_cmd_client *c,
     if (rc != 0)
         return rc;
     for (;;) {
+        /* Serve reports without blocking under the lock, then sleep outside it, so that many
+         * senders waiting at once do not queue behind each other's polls. */
         pthread_mutex_lock(&c->prod_lock);
         if (!dl.done)
-            cstl_kafka_producer_poll(c->producer, 1);
+            cstl_kafka_producer_poll(c->producer, 0);
         int done = dl.done;
         pthread_mutex_unlock(&c->prod_lock);
         if (done)
             break;
+        struct timespec pause = {0, 250 * 1000};
+        nanosleep(&pause, NULL);
         if (mono_us() >= deadline) {
             /* Never return before the report: the callback would write to a dead frame. */
             pthread_mutex_lock(&c->prod_lock);

@@ -14,8 +14,10 @@
  *   - Records are matched to partitions by (context, partition, generation): a partition revoked
  *     and reassigned while a batch was being collected does not receive the stale records.
  *
- * Thread: everything runs on the thread in cstl_cmd_handler_run; the rebalance hook runs inside
- * its consumer polls. cstl_cmd_handler_stop only stores an atomic.
+ * Thread: the loop, the rebalance hook (inside its consumer polls) and all failure handling run
+ * on the thread in cstl_cmd_handler_run. Only the transactions of one batch run in parallel, one
+ * thread per partition, each touching its own partition's producer and state and reading the
+ * handler's immutable settings. cstl_cmd_handler_stop only stores an atomic.
  */
 #include "commands/handler.h"
 
@@ -27,6 +29,7 @@
 #include "platform/log.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -809,53 +812,93 @@ static void fail_part(cstl_cmd_handler *h, cstl_hpart *pt, int rc, const cstl_er
     pause_part(h, pt, 1);
 }
 
-static void handle_partition(cstl_cmd_handler *h,
-                             cstl_hpart *pt,
-                             rd_kafka_message_t **msgs,
-                             int n,
-                             int64_t now_us,
-                             rd_kafka_consumer_group_metadata_t *group)
-{
-    batch b = {.h = h, .pt = pt, .now_us = now_us};
+/* One partition's share of a batch: its transaction runs on a thread of its own (the partition's
+ * producer and state are touched by nobody else meanwhile); what follows, on the loop's thread. */
+typedef struct part_job {
+    batch b;
+    rd_kafka_message_t **msgs;
+    int n;
+    rd_kafka_consumer_group_metadata_t *group;
+    int rc;
     cstl_error err;
-    int rc = cstl_kafka_producer_begin(pt->producer, &err);
-    for (int i = 0; rc == 0 && i < n; i++)
-        rc = handle_one(&b, msgs[i], &err);
+} part_job;
+
+static void *part_txn(void *arg)
+{
+    part_job *j = arg;
+    cstl_cmd_handler *h = j->b.h;
+    cstl_hpart *pt = j->b.pt;
+    int rc = cstl_kafka_producer_begin(pt->producer, &j->err);
+    for (int i = 0; rc == 0 && i < j->n; i++)
+        rc = handle_one(&j->b, j->msgs[i], &j->err);
     if (rc == 0)
-        rc = send_snapshots(&b, &err);
+        rc = send_snapshots(&j->b, &j->err);
     if (rc == 0) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, h->ctx[pt->ctx].commands, pt->p)->offset =
-            msgs[n - 1]->offset + 1;
-        rc = cstl_kafka_producer_send_offsets(pt->producer, l, group, h->timeout_ms, &err);
+            j->msgs[j->n - 1]->offset + 1;
+        rc = cstl_kafka_producer_send_offsets(pt->producer, l, j->group, h->timeout_ms, &j->err);
         rd_kafka_topic_partition_list_destroy(l);
     }
     if (rc == 0) {
         int64_t t0 = cstl_handler_mono_us();
         for (int attempt = 0;; attempt++) {
-            rc = cstl_kafka_producer_commit(pt->producer, h->timeout_ms, &err);
+            rc = cstl_kafka_producer_commit(pt->producer, h->timeout_ms, &j->err);
             if ((rc != CSTL_EKAFKA && rc != CSTL_ETIMEDOUT) || attempt >= 2)
                 break;
         }
         cstl_metrics_histogram_observe(h->commit_seconds,
                                        (double)(cstl_handler_mono_us() - t0) / 1e6);
     }
-    if (rc != 0) {
-        fail_part(h, pt, rc, &err); /* delivery reports of the aborted records run here */
+    j->rc = rc;
+    return NULL;
+}
+
+/* After the transaction, on the loop's thread: failure handling or the outcome counters. */
+static void part_done(part_job *j)
+{
+    cstl_cmd_handler *h = j->b.h;
+    cstl_hpart *pt = j->b.pt;
+    if (j->rc != 0) {
+        fail_part(h, pt, j->rc, &j->err); /* delivery reports of aborted records run here */
     } else {
         pt->n_poison = 0;
         for (int o = 0; o <= CSTL_CMD_FAILED; o++) {
-            if (b.counts[o] == 0)
+            if (j->b.counts[o] == 0)
                 continue;
             const char *v[] = {h->ctx[pt->ctx].type->context,
                                cstl_cmd_outcome_name((cstl_cmd_outcome)o)};
-            cstl_metrics_counter_add(cstl_metrics_child(h->handled_family, v), b.counts[o]);
+            cstl_metrics_counter_add(cstl_metrics_child(h->handled_family, v), j->b.counts[o]);
         }
     }
-    clear_snapshots(&b);
-    free(b.snaps);
-    cstl_codec_buf_free(&b.buf);
-    cstl_codec_buf_free(&b.buf2);
+    clear_snapshots(&j->b);
+    free(j->b.snaps);
+    cstl_codec_buf_free(&j->b.buf);
+    cstl_codec_buf_free(&j->b.buf2);
+}
+
+/* Runs the partitions' transactions of one batch in parallel (each commit is a few round trips;
+ * partitions are independent), then finishes them in order. */
+static void run_jobs(part_job *jobs, int njobs)
+{
+    if (njobs == 1) {
+        part_txn(&jobs[0]);
+    } else {
+        pthread_t *t = cstl_xcalloc((size_t)njobs, sizeof(*t));
+        int *started = cstl_xcalloc((size_t)njobs, sizeof(*started));
+        for (int i = 0; i < njobs; i++)
+            started[i] = pthread_create(&t[i], NULL, part_txn, &jobs[i]) == 0;
+        for (int i = 0; i < njobs; i++) {
+            if (started[i])
+                pthread_join(t[i], NULL);
+            else
+                part_txn(&jobs[i]);
+        }
+        free(t);
+        free(started);
+    }
+    for (int i = 0; i < njobs; i++)
+        part_done(&jobs[i]);
 }
 
 /* ---- the loop ------------------------------------------------------------------------------ */
@@ -888,6 +931,7 @@ int cstl_cmd_handler_run(cstl_cmd_handler *h, cstl_error *err)
 
     polled *batch_msgs = cstl_xcalloc((size_t)h->batch_max, sizeof(*batch_msgs));
     rd_kafka_message_t **group_msgs = cstl_xcalloc((size_t)h->batch_max, sizeof(*group_msgs));
+    part_job *jobs = cstl_xcalloc((size_t)h->batch_max, sizeof(*jobs));
     while (!atomic_load(&h->stop)) {
         recover_parts(h);
         /* Collect: wait for a first record, then up to batch_wait_ms for more. */
@@ -937,33 +981,43 @@ int cstl_cmd_handler_run(cstl_cmd_handler *h, cstl_error *err)
         cstl_metrics_histogram_observe(h->batch_size, n);
         int64_t now_us = cstl_handler_wall_us();
         rd_kafka_consumer_group_metadata_t *gm = cstl_kafka_consumer_group_metadata(h->consumer);
-        /* Per partition, in order of first appearance. */
+        /* Per partition, in order of first appearance; each group's records are contiguous in
+         * group_msgs. */
+        int njobs = 0, used = 0;
         for (int i = 0; i < n; i++) {
             if (batch_msgs[i].m == NULL)
                 continue;
             int ctx = batch_msgs[i].ctx;
             int32_t p = batch_msgs[i].m->partition;
             uint64_t gen = batch_msgs[i].gen;
-            int k = 0;
+            int first = used;
             for (int j = i; j < n; j++) {
                 if (batch_msgs[j].m != NULL && batch_msgs[j].ctx == ctx &&
                     batch_msgs[j].m->partition == p && batch_msgs[j].gen == gen) {
-                    group_msgs[k++] = batch_msgs[j].m;
+                    group_msgs[used++] = batch_msgs[j].m;
                     batch_msgs[j].m = NULL;
                 }
             }
             cstl_hpart *pt = find_part(h, ctx, p);
-            if (pt != NULL && pt->gen == gen && pt->ready)
-                handle_partition(h, pt, group_msgs, k, now_us, gm);
-            for (int j = 0; j < k; j++)
-                rd_kafka_message_destroy(group_msgs[j]);
+            if (pt != NULL && pt->gen == gen && pt->ready) {
+                part_job *jb = &jobs[njobs++];
+                memset(jb, 0, sizeof(*jb));
+                jb->b = (batch){.h = h, .pt = pt, .now_us = now_us};
+                jb->msgs = &group_msgs[first];
+                jb->n = used - first;
+                jb->group = gm;
+            }
         }
+        run_jobs(jobs, njobs);
+        for (int i = 0; i < used; i++)
+            rd_kafka_message_destroy(group_msgs[i]);
         rd_kafka_consumer_group_metadata_destroy(gm);
     }
     rc = 0;
 out:
     free(batch_msgs);
     free(group_msgs);
+    free(jobs);
     /* Leave the group: the hook sees the revocation and frees every partition. */
     cstl_error e;
     cstl_kafka_consumer_close(h->consumer, &e);
