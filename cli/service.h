@@ -38,5 +38,7 @@ typedef struct cli_service_hooks {
 
 /* The projector's hooks (cli/projector_cmd.c). */
 extern const cli_service_hooks cli_projector_hooks;
+/* The hooks of `constellation commands` (commands_service.c). */
+extern const cli_service_hooks cli_commands_hooks;
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "platform/config.h"
 
+#include "platform/id.h"
 #include "platform/pg.h"
 
 #include <libpq-fe.h>
@@ -27,7 +28,9 @@ typedef enum setting_type {
     SETTING_LONG,
     SETTING_LOG_LEVEL,
     SETTING_ADDR,
-    SETTING_FILE, /* the path of a file readable at load */
+    SETTING_ONOFF, /* int field: on -> 1, off -> 0 */
+    SETTING_UUID,  /* string field: a canonical UUID; unset leaves it "" */
+    SETTING_FILE,  /* the path of a file readable at load */
 } setting_type;
 
 #define SETTING_OPTIONAL 1u /* no default: unset leaves the field "" (def must be NULL) */
@@ -105,6 +108,16 @@ static const setting settings[] = {
      "most records a projector applies in one PostgreSQL transaction"},
     {"CONSTELLATION_PROJECTOR_BATCH_MS", SETTING_INT, F(projector_batch_ms), "50", 1, 60000,
      "longest a projector waits after a batch's first record before applying it, milliseconds"},
+    {"CONSTELLATION_COMMAND_WAIT_MS", SETTING_INT, F(command_wait_ms), "5000", 100, 60000,
+     "how long the command API waits for a command's outcome before answering 202 with a status "
+     "URL"},
+    {"CONSTELLATION_COMMAND_HANDLER", SETTING_ONOFF, F(command_handler), "on", 0, 0,
+     "on: `constellation commands` also runs the command handler; off: the HTTP command API only "
+     "(run the handler in another process)"},
+    {"CONSTELLATION_OPERATOR_TENANT_ID", SETTING_UUID, F(operator_tenant_id), NULL, 0, 0,
+     "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
+     "nobody may, tenants are then created with `constellation tenants create`)",
+     SETTING_OPTIONAL},
 };
 
 #undef F
@@ -324,6 +337,21 @@ static void apply(cstl_config *cfg,
         if (parse_addr(value, (cstl_config_addr *)field, &why) == 0)
             return;
         break;
+    case SETTING_ONOFF:
+        if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+            *(int *)field = strcmp(value, "on") == 0;
+            return;
+        }
+        why = "expected on or off";
+        break;
+    case SETTING_UUID:
+        if (cstl_uuid_valid(value) && len < s->size) {
+            for (size_t i = 0; i <= len; i++)
+                field[i] = (char)tolower((unsigned char)value[i]);
+            return;
+        }
+        why = "expected a UUID such as \"0190a4d2-6f1e-7c3a-9b2d-3f4e5a6b7c8d\"";
+        break;
     }
     problem(problems, "%s%s is invalid, got \"%s\"%s%s", s->name, source, value, why ? ": " : "",
             why ? why : "");
@@ -507,8 +535,12 @@ static void format_value(const cstl_config *cfg, const setting *s, char *buf, si
     switch (s->type) {
     case SETTING_STRING:
     case SETTING_BROKERS:
+    case SETTING_UUID:
     case SETTING_FILE:
         snprintf(buf, size, "%s", field);
+        break;
+    case SETTING_ONOFF:
+        snprintf(buf, size, "%s", *(const int *)field ? "on" : "off");
         break;
     case SETTING_DSN:
         cstl_pg_dsn_redact(field, buf, size);
@@ -586,6 +618,12 @@ void cstl_config_write_reference(FILE *out)
             break;
         case SETTING_FILE:
             snprintf(allowed, sizeof(allowed), "path of a readable file");
+            break;
+        case SETTING_ONOFF:
+            snprintf(allowed, sizeof(allowed), "on, off");
+            break;
+        case SETTING_UUID:
+            snprintf(allowed, sizeof(allowed), "UUID");
             break;
         }
         const char *def = s->def ? s->def : s->flags & SETTING_OPTIONAL ? "unset" : "computed";
