@@ -18,6 +18,7 @@ int cli_run_service(int argc, char **argv); /* commands, projector, queries, sch
 int cli_topics(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_config(int argc, char **argv);
+int cli_tenants(int argc, char **argv); /* tenants create */
 
 /* True when argv (after argv[0]) contains -h or --help. */
 int cli_wants_help(int argc, char **argv);

@@ -21,6 +21,7 @@ static const subcommand subcommands[] = {
     {"mcp", cli_run_service, "MCP server for chatbot agents"},
     {"worker", cli_run_service, "GPU worker agent: registers GPUs, runs jobs, streams logs"},
     {"topics", cli_topics, "topics create: create every topic of the catalog (idempotent)"},
+    {"tenants", cli_tenants, "tenants create NAME: a tenant and its first admin API key"},
     {"migrate", cli_migrate, "apply pending PostgreSQL migrations"},
     {"schemas", cli_schemas, "schemas check: parse, fingerprint and compatibility of every schema"},
     {"config", cli_config, "print the effective configuration or the configuration reference"},

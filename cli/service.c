@@ -31,7 +31,8 @@ typedef struct service_def {
 
 static const service_def services[] = {
     {"commands", ADDR(commands_addr), 1, 1,
-     "the command API: validates commands and appends them to the commands topics"},
+     "the command API: validates commands and appends them to the commands topics",
+     &cli_commands_hooks},
     {"projector", ADDR(projector_addr), 1, 1,
      "the projector: applies events to the PostgreSQL read models"},
     {"queries", ADDR(queries_addr), 0, 1, "the query API: REST and SSE over the read models"},

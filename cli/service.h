@@ -36,4 +36,7 @@ typedef struct cli_service_hooks {
     int (*ready)(cli_service *svc, cstl_error *why);
 } cli_service_hooks;
 
+/* The hooks of `constellation commands` (commands_service.c). */
+extern const cli_service_hooks cli_commands_hooks;
+
 #endif

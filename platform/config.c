@@ -7,7 +7,10 @@
  */
 #include "platform/config.h"
 
+#include "platform/id.h"
 #include "platform/pg.h"
+
+#include <libpq-fe.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,8 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libpq-fe.h>
-
 typedef enum setting_type {
     SETTING_STRING,
     SETTING_BROKERS,
@@ -27,7 +28,13 @@ typedef enum setting_type {
     SETTING_LONG,
     SETTING_LOG_LEVEL,
     SETTING_ADDR,
+    SETTING_ONOFF, /* int field: on -> 1, off -> 0 */
+    SETTING_UUID,  /* string field: a canonical UUID; unset leaves it "" */
+    SETTING_FILE,  /* the path of a file readable at load */
 } setting_type;
+
+#define SETTING_OPTIONAL 1u /* no default: unset leaves the field "" (def must be NULL) */
+#define SETTING_SECRET   2u /* never printed: cstl_config_dump shows "***" */
 
 typedef struct setting {
     const char *name;
@@ -35,8 +42,9 @@ typedef struct setting {
     size_t offset;
     size_t size;     /* capacity for string settings */
     const char *def; /* NULL: computed at load (see default_value) */
-    long min, max;   /* for numbers */
+    long min, max;   /* for numbers; min is the minimum length of a string */
     const char *doc;
+    unsigned flags; /* SETTING_OPTIONAL, SETTING_SECRET */
 } setting;
 
 #define F(field) offsetof(cstl_config, field), sizeof(((cstl_config *)0)->field)
@@ -80,17 +88,39 @@ static const setting settings[] = {
      3600000, "statement_timeout of every service connection; 0 disables it"},
     {"CONSTELLATION_KAFKA_TIMEOUT_MS", SETTING_INT, F(kafka_timeout_ms), "10000", 100, 600000,
      "timeout of blocking Kafka operations (metadata, admin requests, transaction commits)"},
-    {"CONSTELLATION_TOPIC_REPLICATION_FACTOR", SETTING_INT, F(topic_replication_factor), "1", 1,
-     16, "replication factor of topics made by `constellation topics create`"},
-    {"CONSTELLATION_JOB_LOGS_RETENTION_MS", SETTING_LONG, F(job_logs_retention_ms), "604800000",
-     -1, LONG_MAX, "retention of constellation.jobs.logs (-1 keeps logs forever)"},
+    {"CONSTELLATION_TOPIC_REPLICATION_FACTOR", SETTING_INT, F(topic_replication_factor), "1", 1, 16,
+     "replication factor of topics made by `constellation topics create`"},
+    {"CONSTELLATION_JOB_LOGS_RETENTION_MS", SETTING_LONG, F(job_logs_retention_ms), "604800000", -1,
+     LONG_MAX, "retention of constellation.jobs.logs (-1 keeps logs forever)"},
+    {"CONSTELLATION_JWT_HS256_SECRET", SETTING_STRING, F(jwt_hs256_secret), NULL, 32, 0,
+     "shared secret of HS256 JWTs; unset: HS256 tokens are refused. Never printed (shown as ***)",
+     SETTING_OPTIONAL | SETTING_SECRET},
+    {"CONSTELLATION_JWT_RS256_PUBLIC_KEY_FILE", SETTING_FILE, F(jwt_rs256_public_key_file), NULL, 0,
+     0,
+     "PEM file of the RSA public key (\"BEGIN PUBLIC KEY\", at least 2048 bits) of RS256 JWTs; "
+     "unset: RS256 tokens are refused",
+     SETTING_OPTIONAL},
+    {"CONSTELLATION_JWT_ISSUER", SETTING_STRING, F(jwt_issuer), NULL, 0, 0,
+     "the `iss` every JWT must carry; unset: not checked", SETTING_OPTIONAL},
+    {"CONSTELLATION_JWT_AUDIENCE", SETTING_STRING, F(jwt_audience), NULL, 0, 0,
+     "a value the `aud` of every JWT must include; unset: not checked", SETTING_OPTIONAL},
+    {"CONSTELLATION_COMMAND_WAIT_MS", SETTING_INT, F(command_wait_ms), "5000", 100, 60000,
+     "how long the command API waits for a command's outcome before answering 202 with a status "
+     "URL"},
+    {"CONSTELLATION_COMMAND_HANDLER", SETTING_ONOFF, F(command_handler), "on", 0, 0,
+     "on: `constellation commands` also runs the command handler; off: the HTTP command API only "
+     "(run the handler in another process)"},
+    {"CONSTELLATION_OPERATOR_TENANT_ID", SETTING_UUID, F(operator_tenant_id), NULL, 0, 0,
+     "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
+     "nobody may, tenants are then created with `constellation tenants create`)",
+     SETTING_OPTIONAL},
 };
 
 #undef F
 
-#define CONFIG_FILE_VAR      "CONSTELLATION_CONFIG_FILE"
-#define CONFIG_FILE_MAX      (64 * 1024)
-#define CONFIG_FILE_ENTRIES  128
+#define CONFIG_FILE_VAR     "CONSTELLATION_CONFIG_FILE"
+#define CONFIG_FILE_MAX     (64 * 1024)
+#define CONFIG_FILE_ENTRIES 128
 
 static void problem(cstl_config_problems *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -201,14 +231,20 @@ static int validate_brokers(const char *value, const char **why)
 }
 
 /* Applies one value to its setting, or records why it cannot. source is "" or " (in FILE:LINE)". */
-static void apply(cstl_config *cfg, const setting *s, const char *value, const char *source,
+static void apply(cstl_config *cfg,
+                  const setting *s,
+                  const char *value,
+                  const char *source,
                   cstl_config_problems *problems)
 {
     char *field = (char *)cfg + s->offset;
     const char *why = NULL;
     if (value[0] == '\0') {
-        problem(problems, "%s is set but empty%s: unset it to use the default \"%s\"", s->name,
-                source, s->def ? s->def : "(computed)");
+        if (s->flags & SETTING_OPTIONAL)
+            problem(problems, "%s is set but empty%s: unset it, it is optional", s->name, source);
+        else
+            problem(problems, "%s is set but empty%s: unset it to use the default \"%s\"", s->name,
+                    source, s->def ? s->def : "(computed)");
         return;
     }
     size_t len = strlen(value);
@@ -227,8 +263,35 @@ static void apply(cstl_config *cfg, const setting *s, const char *value, const c
                     s->size - 1);
             return;
         }
+        if (s->min > 0 && len < (size_t)s->min) {
+            problem(problems, "%s%s is %zu bytes long, the minimum is %ld", s->name, source, len,
+                    s->min);
+            return;
+        }
         memcpy(field, value, len + 1);
         return;
+    case SETTING_FILE: {
+        if (len >= s->size) {
+            problem(problems, "%s%s is %zu bytes long, the limit is %zu", s->name, source, len,
+                    s->size - 1);
+            return;
+        }
+        /* opened and one byte read: a directory opens but does not read */
+        FILE *f = fopen(value, "r");
+        int e = f == NULL ? errno : 0;
+        if (f != NULL) {
+            if (fgetc(f) == EOF && ferror(f))
+                e = errno ? errno : EIO;
+            fclose(f);
+        }
+        if (e != 0) {
+            problem(problems, "%s%s names \"%s\", which cannot be read: %s", s->name, source, value,
+                    strerror(e));
+            return;
+        }
+        memcpy(field, value, len + 1);
+        return;
+    }
     case SETTING_DSN: {
         char *err = NULL;
         PQconninfoOption *opts = PQconninfoParse(value, &err);
@@ -270,6 +333,21 @@ static void apply(cstl_config *cfg, const setting *s, const char *value, const c
         if (parse_addr(value, (cstl_config_addr *)field, &why) == 0)
             return;
         break;
+    case SETTING_ONOFF:
+        if (strcmp(value, "on") == 0 || strcmp(value, "off") == 0) {
+            *(int *)field = strcmp(value, "on") == 0;
+            return;
+        }
+        why = "expected on or off";
+        break;
+    case SETTING_UUID:
+        if (cstl_uuid_valid(value) && len < s->size) {
+            for (size_t i = 0; i <= len; i++)
+                field[i] = (char)tolower((unsigned char)value[i]);
+            return;
+        }
+        why = "expected a UUID such as \"0190a4d2-6f1e-7c3a-9b2d-3f4e5a6b7c8d\"";
+        break;
     }
     problem(problems, "%s%s is invalid, got \"%s\"%s%s", s->name, source, value, why ? ": " : "",
             why ? why : "");
@@ -300,8 +378,8 @@ typedef struct file_entry {
 } file_entry;
 
 /* Reads the optional configuration file; its entries are applied before the environment. */
-static int read_file(const char *path, file_entry *entries, int *count,
-                     cstl_config_problems *problems)
+static int
+read_file(const char *path, file_entry *entries, int *count, cstl_config_problems *problems)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -373,8 +451,11 @@ static void check_known(const char *entry, void *ud)
             (int)len, entry);
 }
 
-int cstl_config_load_from(cstl_config *cfg, cstl_config_problems *problems,
-                          cstl_config_getenv getenv_fn, cstl_config_each_env each_fn, void *ud)
+int cstl_config_load_from(cstl_config *cfg,
+                          cstl_config_problems *problems,
+                          cstl_config_getenv getenv_fn,
+                          cstl_config_each_env each_fn,
+                          void *ud)
 {
     cstl_config_problems local;
     if (problems == NULL)
@@ -445,10 +526,19 @@ char *cstl_config_addr_format(const cstl_config_addr *addr, char *buf, size_t si
 static void format_value(const cstl_config *cfg, const setting *s, char *buf, size_t size)
 {
     const char *field = (const char *)cfg + s->offset;
+    if (s->flags & SETTING_SECRET) {
+        snprintf(buf, size, "***");
+        return;
+    }
     switch (s->type) {
     case SETTING_STRING:
     case SETTING_BROKERS:
+    case SETTING_UUID:
+    case SETTING_FILE:
         snprintf(buf, size, "%s", field);
+        break;
+    case SETTING_ONOFF:
+        snprintf(buf, size, "%s", *(const int *)field ? "on" : "off");
         break;
     case SETTING_DSN:
         cstl_pg_dsn_redact(field, buf, size);
@@ -472,8 +562,13 @@ void cstl_config_dump(const cstl_config *cfg, FILE *out)
 {
     char buf[CSTL_CONFIG_STR_MAX + 64];
     for (size_t i = 0; i < CSTL_ARRAY_LEN(settings); i++) {
-        format_value(cfg, &settings[i], buf, sizeof(buf));
-        fprintf(out, "%s=%s\n", settings[i].name, buf);
+        const setting *s = &settings[i];
+        if ((s->flags & SETTING_OPTIONAL) && ((const char *)cfg + s->offset)[0] == '\0') {
+            fprintf(out, "# %s is unset\n", s->name);
+            continue;
+        }
+        format_value(cfg, s, buf, sizeof(buf));
+        fprintf(out, "%s=%s\n", s->name, buf);
     }
 }
 
@@ -514,10 +609,23 @@ void cstl_config_write_reference(FILE *out)
             snprintf(allowed, sizeof(allowed), "libpq connection string");
             break;
         case SETTING_STRING:
-            snprintf(allowed, sizeof(allowed), "text, at most %zu bytes", s->size - 1);
+            if (s->min > 0)
+                snprintf(allowed, sizeof(allowed), "text, %ld to %zu bytes", s->min, s->size - 1);
+            else
+                snprintf(allowed, sizeof(allowed), "text, at most %zu bytes", s->size - 1);
+            break;
+        case SETTING_FILE:
+            snprintf(allowed, sizeof(allowed), "path of a readable file");
+            break;
+        case SETTING_ONOFF:
+            snprintf(allowed, sizeof(allowed), "on, off");
+            break;
+        case SETTING_UUID:
+            snprintf(allowed, sizeof(allowed), "UUID");
             break;
         }
-        fprintf(out, "| `%s` | %s%s%s | %s | %s |\n", s->name, s->def ? "`" : "",
-                s->def ? s->def : "computed", s->def ? "`" : "", allowed, s->doc);
+        const char *def = s->def ? s->def : s->flags & SETTING_OPTIONAL ? "unset" : "computed";
+        fprintf(out, "| `%s` | %s%s%s | %s | %s |\n", s->name, s->def ? "`" : "", def,
+                s->def ? "`" : "", allowed, s->doc);
     }
 }

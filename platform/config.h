@@ -7,7 +7,8 @@
  * which wins. The whole configuration is validated at once: every problem is reported, each naming
  * its variable and the value seen, so one start shows everything to fix. A variable that is set
  * but empty is an error, not a silent default, and so is an unknown CONSTELLATION_* variable
- * (usually a typo).
+ * (usually a typo). Optional settings have no default: left unset, their field is "" (an empty
+ * string is never a valid value, so "" always means unset).
  *
  * A loaded cstl_config is plain data, read-only after load and safe to share between threads.
  */
@@ -46,6 +47,14 @@ typedef struct cstl_config {
     int kafka_timeout_ms;
     int topic_replication_factor;
     long job_logs_retention_ms;
+    int command_wait_ms;         /* how long the command API waits for a command's reply */
+    int command_handler;         /* 1: `constellation commands` also runs the command handler */
+    char operator_tenant_id[40]; /* the tenant whose admins may create tenants; "" when unset */
+    /* authentication (platform/auth.h); "" when unset */
+    char jwt_hs256_secret[CSTL_CONFIG_STR_MAX];
+    char jwt_rs256_public_key_file[CSTL_CONFIG_STR_MAX];
+    char jwt_issuer[512];
+    char jwt_audience[512];
 } cstl_config;
 
 /* One problem found while loading; problems are collected in a cstl_config_problems list. */
@@ -60,7 +69,8 @@ typedef struct cstl_config_problems {
 typedef const char *(*cstl_config_getenv)(const char *name, void *ud);
 
 /* Enumerates the environment: calls fn(name=value string) for each entry. */
-typedef void (*cstl_config_each_env)(void (*fn)(const char *entry, void *fn_ud), void *fn_ud,
+typedef void (*cstl_config_each_env)(void (*fn)(const char *entry, void *fn_ud),
+                                     void *fn_ud,
                                      void *ud);
 
 /*
@@ -71,8 +81,11 @@ typedef void (*cstl_config_each_env)(void (*fn)(const char *entry, void *fn_ud),
 int cstl_config_load(cstl_config *cfg, cstl_config_problems *problems);
 
 /* Like cstl_config_load but reads variables through getenv_fn/each_fn (for tests). */
-int cstl_config_load_from(cstl_config *cfg, cstl_config_problems *problems,
-                          cstl_config_getenv getenv_fn, cstl_config_each_env each_fn, void *ud);
+int cstl_config_load_from(cstl_config *cfg,
+                          cstl_config_problems *problems,
+                          cstl_config_getenv getenv_fn,
+                          cstl_config_each_env each_fn,
+                          void *ud);
 
 /* Fills *cfg with the defaults (always valid). */
 void cstl_config_defaults(cstl_config *cfg);
@@ -80,7 +93,9 @@ void cstl_config_defaults(cstl_config *cfg);
 /* Prints every problem to out, one per line, prefixed "constellation: ". */
 void cstl_config_print_problems(const cstl_config_problems *problems, FILE *out);
 
-/* Writes the effective configuration as `NAME=value` lines (secrets redacted) to out. */
+/* Writes the effective configuration as `NAME=value` lines to out: secrets as "***", passwords in
+ * the PostgreSQL connection string as "***", and an unset optional setting as a `# NAME is unset`
+ * comment line. */
 void cstl_config_dump(const cstl_config *cfg, FILE *out);
 
 /* Writes the configuration reference (Markdown: every variable, default, limits, meaning). */

@@ -222,13 +222,94 @@ static void test_reference_lists_every_variable(void **state)
     /* every variable the dump knows appears in the reference */
     char *save = NULL;
     for (char *line = strtok_r(dump, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        *strchr(line, '=') = '\0';
+        if (strncmp(line, "# ", 2) == 0) { /* "# NAME is unset" */
+            line += 2;
+            *strchr(line, ' ') = '\0';
+        } else {
+            *strchr(line, '=') = '\0';
+        }
         char needle[128];
         snprintf(needle, sizeof(needle), "| `%s` |", line);
         assert_non_null(strstr(buf, needle));
     }
     free(dump);
     free(buf);
+}
+
+static char *dump_of(const cstl_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    cstl_config_dump(cfg, out);
+    fclose(out);
+    return buf;
+}
+
+static void test_jwt_settings(void **state)
+{
+    (void)state;
+    /* unset by default: empty fields, shown as unset */
+    static const char *const none[] = {NULL};
+    cstl_config cfg;
+    cstl_config_problems p;
+    assert_int_equal(load(none, &cfg, &p), 0);
+    assert_string_equal(cfg.jwt_hs256_secret, "");
+    assert_string_equal(cfg.jwt_rs256_public_key_file, "");
+    assert_string_equal(cfg.jwt_issuer, "");
+    assert_string_equal(cfg.jwt_audience, "");
+    char *dump = dump_of(&cfg);
+    assert_non_null(strstr(dump, "# CONSTELLATION_JWT_HS256_SECRET is unset\n"));
+    assert_non_null(strstr(dump, "# CONSTELLATION_JWT_AUDIENCE is unset\n"));
+    free(dump);
+
+    /* set: the secret is never printed */
+    char path[] = "/tmp/cstl-config-pem-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char file_entry[80];
+    snprintf(file_entry, sizeof(file_entry), "CONSTELLATION_JWT_RS256_PUBLIC_KEY_FILE=%s", path);
+    const char *const set[] = {
+        "CONSTELLATION_JWT_HS256_SECRET=correct-horse-battery-staple-0123456789",
+        file_entry,
+        "CONSTELLATION_JWT_ISSUER=https://id.example.com",
+        "CONSTELLATION_JWT_AUDIENCE=constellation",
+        NULL,
+    };
+    assert_int_equal(load(set, &cfg, &p), 0);
+    assert_string_equal(cfg.jwt_hs256_secret, "correct-horse-battery-staple-0123456789");
+    assert_string_equal(cfg.jwt_rs256_public_key_file, path);
+    assert_string_equal(cfg.jwt_issuer, "https://id.example.com");
+    assert_string_equal(cfg.jwt_audience, "constellation");
+    dump = dump_of(&cfg);
+    assert_null(strstr(dump, "correct-horse"));
+    assert_non_null(strstr(dump, "CONSTELLATION_JWT_HS256_SECRET=***\n"));
+    assert_non_null(strstr(dump, "CONSTELLATION_JWT_ISSUER=https://id.example.com\n"));
+    free(dump);
+    unlink(path);
+
+    /* a short secret names the variable and the limit, never the value; a missing key file, a
+     * directory and set-but-empty optional settings are refused */
+    const char *const bad[] = {
+        "CONSTELLATION_JWT_HS256_SECRET=hunter2-is-short",
+        "CONSTELLATION_JWT_RS256_PUBLIC_KEY_FILE=/nonexistent/key.pem",
+        "CONSTELLATION_JWT_ISSUER=",
+        "CONSTELLATION_JWT_AUDIENCE=",
+        NULL,
+    };
+    assert_int_equal(load(bad, &cfg, &p), CSTL_ECONFIG);
+    assert_int_equal(p.count, 4);
+    assert_true(any_problem_contains(&p, "CONSTELLATION_JWT_HS256_SECRET is 16 bytes long, the "
+                                         "minimum is 32"));
+    assert_false(any_problem_contains(&p, "hunter2"));
+    assert_true(any_problem_contains(&p, "CONSTELLATION_JWT_RS256_PUBLIC_KEY_FILE names "
+                                         "\"/nonexistent/key.pem\", which cannot be read"));
+    assert_true(any_problem_contains(&p, "CONSTELLATION_JWT_ISSUER is set but empty"));
+    assert_true(any_problem_contains(&p, "CONSTELLATION_JWT_AUDIENCE is set but empty"));
+    const char *const dir[] = {"CONSTELLATION_JWT_RS256_PUBLIC_KEY_FILE=/tmp", NULL};
+    assert_int_equal(load(dir, &cfg, &p), CSTL_ECONFIG);
+    assert_true(any_problem_contains(&p, "which cannot be read"));
 }
 
 int main(void)
@@ -242,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_file_problems_name_line),
         cmocka_unit_test(test_dump_redacts_password),
         cmocka_unit_test(test_reference_lists_every_variable),
+        cmocka_unit_test(test_jwt_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

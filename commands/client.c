@@ -1,0 +1,576 @@
+/*
+ * client.c - the command client (see client.h).
+ *
+ * Sending: the payload is encoded with the codec (which validates it against the command's
+ * schema), wrapped in a CommandEnvelope and produced with the idempotent producer to
+ * constellation.<context>.commands, partition murmur2(aggregate id) % the topic's partition count
+ * (read from the cluster's metadata once per topic and cached). Producer calls are serialized by
+ * prod_lock; a sender waits for its delivery report by polling without blocking and sleeping
+ * outside the lock, so several threads can send at once.
+ *
+ * Replies: a reader thread owns a consumer assigned (no group membership) to the partition of
+ * constellation.replies that murmur2(instance id) selects, from its end at the time the client
+ * was made (read_committed). Every reply keyed by this instance is put in the recent-replies
+ * cache (bounded: CSTL_CMD_CLIENT_RECENT_MAX entries, each kept at most an hour) and wakes the
+ * senders waiting for its command id. A sender registers as a waiter before it produces, so a
+ * fast reply cannot be missed.
+ *
+ * Locks: lock guards waiters and recent (cond signals replies); prod_lock guards the producer and
+ * the delivery flags; meta_lock guards the partition-count cache. They are never nested.
+ */
+#include "commands/client.h"
+
+#include "commands/envelope.h"
+#include "commands/strmap.h"
+#include "platform/codec.h"
+#include "platform/events.h"
+#include "platform/id.h"
+#include "platform/kafka.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CSTL_CMD_CLIENT_RECENT_MAX 20000
+#define CSTL_CMD_CLIENT_RECENT_US  (3600LL * 1000000)
+#define REPLIES_TOPIC              "constellation.replies"
+#define MAX_TOPICS                 16
+
+typedef struct waiter {
+    struct waiter *next; /* waiters for the same command id */
+    int done;
+    cstl_cmd_reply reply;
+} waiter;
+
+typedef struct recent {
+    cstl_cmd_reply reply;
+    int64_t seen_us; /* monotonic */
+} recent;
+
+struct cstl_cmd_client {
+    char *instance_id;
+    int timeout_ms;
+    cstl_kafka_conf *conf;
+
+    pthread_mutex_t prod_lock;
+    cstl_kafka_producer *producer;
+
+    pthread_mutex_t meta_lock;
+    struct {
+        char *topic;
+        int32_t partitions;
+    } topics[MAX_TOPICS];
+    int n_topics;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    cstl_strmap *waiters; /* command id -> waiter list (not owned) */
+    cstl_strmap *recent;  /* command id -> recent (owned) */
+
+    cstl_kafka_consumer *consumer;
+    int32_t replies_partition;
+    pthread_t reader;
+    int reader_started;
+    atomic_int stop;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+const char *cstl_cmd_outcome_name(cstl_cmd_outcome outcome)
+{
+    switch (outcome) {
+    case CSTL_CMD_ACCEPTED:
+        return "accepted";
+    case CSTL_CMD_DUPLICATE:
+        return "duplicate";
+    case CSTL_CMD_REJECTED:
+        return "rejected";
+    case CSTL_CMD_VERSION_MISMATCH:
+        return "version_mismatch";
+    case CSTL_CMD_INVALID:
+        return "invalid";
+    case CSTL_CMD_FAILED:
+        return "failed";
+    }
+    return "unknown";
+}
+
+void cstl_cmd_id_from_key(const char *tenant_id, const char *key, char out[37])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        cstl_panic("out of memory for a sha-256 context");
+    static const unsigned char zero = 0;
+    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(ctx, tenant_id, strlen(tenant_id)) != 1 ||
+        EVP_DigestUpdate(ctx, &zero, 1) != 1 || EVP_DigestUpdate(ctx, key, strlen(key)) != 1 ||
+        EVP_DigestFinal_ex(ctx, md, &len) != 1 || len != 32)
+        cstl_panic("sha-256 failed");
+    EVP_MD_CTX_free(ctx);
+    cstl_uuid id;
+    memcpy(id.bytes, md, 16);
+    id.bytes[6] = (uint8_t)((id.bytes[6] & 0x0f) | 0x80); /* version 8 (RFC 9562 §5.8) */
+    id.bytes[8] = (uint8_t)((id.bytes[8] & 0x3f) | 0x80); /* variant 10 */
+    cstl_uuid_format(&id, out);
+}
+
+/* ---- recent replies and waiters (lock held) ------------------------------------------------ */
+
+static void trim_recent(cstl_cmd_client *c, int64_t now)
+{
+    void *v;
+    while (cstl_strmap_oldest(c->recent, &v) != NULL) {
+        recent *r = v;
+        if (cstl_strmap_len(c->recent) <= CSTL_CMD_CLIENT_RECENT_MAX &&
+            now - r->seen_us <= CSTL_CMD_CLIENT_RECENT_US)
+            break;
+        cstl_strmap_remove(c->recent, cstl_strmap_oldest(c->recent, NULL));
+    }
+}
+
+static void deliver_reply(cstl_cmd_client *c, const cstl_cmd_reply *reply)
+{
+    int64_t now = mono_us();
+    pthread_mutex_lock(&c->lock);
+    /* A newer reply for the same id (a DUPLICATE after the ACCEPTED) moves to the young end. */
+    cstl_strmap_remove(c->recent, reply->command_id);
+    recent *r = cstl_xmalloc(sizeof(*r));
+    r->reply = *reply;
+    r->seen_us = now;
+    cstl_strmap_put(c->recent, reply->command_id, r);
+    trim_recent(c, now);
+    waiter *w = cstl_strmap_take(c->waiters, reply->command_id);
+    for (; w != NULL; w = w->next) {
+        w->reply = *reply;
+        w->done = 1;
+    }
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void add_waiter(cstl_cmd_client *c, const char *id, waiter *w)
+{
+    pthread_mutex_lock(&c->lock);
+    w->next = cstl_strmap_take(c->waiters, id);
+    w->done = 0;
+    cstl_strmap_put(c->waiters, id, w);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Lock held. Removes w from the waiters of id, if still there. */
+static void remove_waiter_locked(cstl_cmd_client *c, const char *id, waiter *w)
+{
+    waiter *head = cstl_strmap_take(c->waiters, id);
+    waiter **pp = &head;
+    while (*pp != NULL && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp == w)
+        *pp = w->next;
+    if (head != NULL)
+        cstl_strmap_put(c->waiters, id, head);
+}
+
+/* ---- reply reader -------------------------------------------------------------------------- */
+
+static void *reader_main(void *arg)
+{
+    cstl_cmd_client *c = arg;
+    size_t idlen = strlen(c->instance_id);
+    while (!atomic_load(&c->stop)) {
+        rd_kafka_message_t *m = NULL;
+        cstl_error err;
+        int rc = cstl_kafka_consumer_poll(c->consumer, 100, &m, &err);
+        if (rc != 0 || m == NULL)
+            continue; /* retriable consumer errors: librdkafka keeps trying */
+        /* Other instances whose ids hash to the same partition: not ours. */
+        if (m->key_len == idlen && memcmp(m->key, c->instance_id, idlen) == 0) {
+            cstl_cmd_reply reply;
+            if (cstl_cmd_reply_decode(m->payload, m->len, &reply, &err) == 0)
+                deliver_reply(c, &reply);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return NULL;
+}
+
+/* ---- metadata ------------------------------------------------------------------------------ */
+
+static int partition_count(cstl_cmd_client *c, const char *topic, int32_t *out, cstl_error *err)
+{
+    pthread_mutex_lock(&c->meta_lock);
+    for (int i = 0; i < c->n_topics; i++) {
+        if (strcmp(c->topics[i].topic, topic) == 0) {
+            *out = c->topics[i].partitions;
+            pthread_mutex_unlock(&c->meta_lock);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&c->meta_lock);
+
+    rd_kafka_t *rk = cstl_kafka_producer_handle(c->producer);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t kr = rd_kafka_metadata(rk, 0, rkt, &md, c->timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (kr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        char ctx[300];
+        snprintf(ctx, sizeof(ctx), "cannot read the metadata of \"%s\"", topic);
+        return cstl_kafka_error_from_code(err, kr, ctx);
+    }
+    int32_t n = -1;
+    int terr = 0;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, topic) == 0) {
+            n = md->topics[i].partition_cnt;
+            terr = md->topics[i].err;
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    if (n < 1 || terr != 0)
+        return cstl_error_set(err, CSTL_ENOTFOUND, "topic \"%s\" does not exist", topic);
+    pthread_mutex_lock(&c->meta_lock);
+    if (c->n_topics < MAX_TOPICS) {
+        c->topics[c->n_topics].topic = cstl_xstrdup(topic);
+        c->topics[c->n_topics].partitions = n;
+        c->n_topics++;
+    }
+    pthread_mutex_unlock(&c->meta_lock);
+    *out = n;
+    return 0;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_error *err)
+{
+    if (opts == NULL || opts->brokers == NULL || *opts->brokers == '\0') {
+        cstl_error_set(err, CSTL_EINVAL, "command client needs the kafka brokers");
+        return NULL;
+    }
+    if (opts->instance_id == NULL || *opts->instance_id == '\0' ||
+        strlen(opts->instance_id) > CSTL_CMD_PRINCIPAL_MAX) {
+        cstl_error_set(err, CSTL_EINVAL, "command client instance id must be 1-%d bytes",
+                       CSTL_CMD_PRINCIPAL_MAX);
+        return NULL;
+    }
+    cstl_cmd_client *c = cstl_xcalloc(1, sizeof(*c));
+    c->instance_id = cstl_xstrdup(opts->instance_id);
+    c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
+    pthread_mutex_init(&c->prod_lock, NULL);
+    pthread_mutex_init(&c->meta_lock, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    c->waiters = cstl_strmap_new(NULL);
+    c->recent = cstl_strmap_new(free);
+
+    char client_id[200];
+    snprintf(client_id, sizeof(client_id), "constellation-cmd-client-%s", opts->instance_id);
+    c->conf = cstl_kafka_conf_new(opts->brokers, client_id, err);
+    if (c->conf == NULL)
+        goto fail;
+    /* The producer's own configuration: a record not delivered within timeout_ms fails rather
+     * than waits for librdkafka's default five minutes. */
+    cstl_kafka_conf *pconf = cstl_kafka_conf_new(opts->brokers, client_id, err);
+    if (pconf == NULL)
+        goto fail;
+    char tmo[32];
+    snprintf(tmo, sizeof(tmo), "%d", c->timeout_ms);
+    if (cstl_kafka_conf_set(pconf, "message.timeout.ms", tmo, err) == 0)
+        c->producer = cstl_kafka_producer_new(pconf, err);
+    cstl_kafka_conf_free(pconf);
+    if (c->producer == NULL)
+        goto fail;
+    int32_t nreplies = 0;
+    if (partition_count(c, REPLIES_TOPIC, &nreplies, err) != 0)
+        goto fail;
+    c->replies_partition =
+        cstl_kafka_partition_for_key(c->instance_id, strlen(c->instance_id), nreplies);
+
+    /* A group id is required by librdkafka; the consumer never joins it (manual assignment) and
+     * never commits. */
+    char group[200];
+    snprintf(group, sizeof(group), "constellation-replies-%s", c->instance_id);
+    /* Replies are written in transactions: with read_committed the broker may hold a fetch
+     * until fetch.wait.max.ms even after the commit made records readable, so keep it short. */
+    if (cstl_kafka_conf_set(c->conf, "fetch.wait.max.ms", "10", err) != 0)
+        goto fail;
+    c->consumer = cstl_kafka_consumer_new(c->conf, group, NULL, NULL, err);
+    if (c->consumer == NULL)
+        goto fail;
+    /* Start at the end as of now, resolved here rather than by the broker later, so a command
+     * sent as soon as this returns cannot have its reply skipped. */
+    int64_t high = 0;
+    int64_t until = mono_us() + (int64_t)c->timeout_ms * 1000;
+    for (;;) {
+        int wrc = cstl_kafka_consumer_watermarks(c->consumer, REPLIES_TOPIC, c->replies_partition,
+                                                 NULL, &high, c->timeout_ms, err);
+        if (wrc == 0)
+            break;
+        /* A new topic's leader may not be elected yet: retriable errors are retried. */
+        if (!cstl_error_is_retriable(wrc) || mono_us() > until)
+            goto fail;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, REPLIES_TOPIC, c->replies_partition)->offset = high;
+    int rc = cstl_kafka_consumer_assign(c->consumer, parts, err);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (rc != 0)
+        goto fail;
+    if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
+        cstl_error_set(err, CSTL_EINTERNAL, "cannot start the reply reader thread");
+        goto fail;
+    }
+    c->reader_started = 1;
+    return c;
+fail:
+    cstl_cmd_client_free(c);
+    return NULL;
+}
+
+void cstl_cmd_client_free(cstl_cmd_client *c)
+{
+    if (c == NULL)
+        return;
+    atomic_store(&c->stop, 1);
+    if (c->reader_started)
+        pthread_join(c->reader, NULL);
+    cstl_kafka_consumer_close(c->consumer, NULL);
+    cstl_kafka_producer_free(c->producer);
+    cstl_kafka_conf_free(c->conf);
+    for (int i = 0; i < c->n_topics; i++)
+        free(c->topics[i].topic);
+    cstl_strmap_free(c->waiters);
+    cstl_strmap_free(c->recent);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->meta_lock);
+    pthread_mutex_destroy(&c->prod_lock);
+    free(c->instance_id);
+    free(c);
+}
+
+/* ---- sending ------------------------------------------------------------------------------- */
+
+typedef struct delivery {
+    int done;
+    int code;
+    cstl_error error;
+} delivery;
+
+/* Runs under prod_lock (whoever polls holds it). */
+static void on_delivery(void *opaque, const cstl_kafka_delivery *d)
+{
+    delivery *dl = opaque;
+    dl->code = d->code;
+    if (d->error != NULL)
+        dl->error = *d->error;
+    dl->done = 1;
+}
+
+static int produce(cstl_cmd_client *c,
+                   const char *topic,
+                   int32_t partition,
+                   const char *key,
+                   const cstl_codec_buf *value,
+                   cstl_error *err)
+{
+    /* dl lives on this stack, so this waits for the report however long it takes; the producer's
+     * message.timeout.ms (= timeout_ms) bounds that. */
+    delivery dl = {0};
+    int64_t deadline = mono_us() + (int64_t)c->timeout_ms * 1000;
+    pthread_mutex_lock(&c->prod_lock);
+    int rc;
+    for (;;) {
+        rc = cstl_kafka_producer_send(c->producer, topic, partition, key, strlen(key), value->data,
+                                      value->len, NULL, on_delivery, &dl, err);
+        if (rc != CSTL_EKAFKA || mono_us() >= deadline)
+            break;
+        cstl_kafka_producer_poll(c->producer, 10); /* local queue full */
+    }
+    pthread_mutex_unlock(&c->prod_lock);
+    if (rc != 0)
+        return rc;
+    for (;;) {
+        /* Serve reports without blocking under the lock, then sleep outside it, so that many
+         * senders waiting at once do not queue behind each other's polls. */
+        pthread_mutex_lock(&c->prod_lock);
+        if (!dl.done)
+            cstl_kafka_producer_poll(c->producer, 0);
+        int done = dl.done;
+        pthread_mutex_unlock(&c->prod_lock);
+        if (done)
+            break;
+        struct timespec pause = {0, 250 * 1000};
+        nanosleep(&pause, NULL);
+        if (mono_us() >= deadline) {
+            /* Never return before the report: the callback would write to a dead frame. */
+            pthread_mutex_lock(&c->prod_lock);
+            while (!dl.done)
+                cstl_kafka_producer_poll(c->producer, 100);
+            pthread_mutex_unlock(&c->prod_lock);
+            break;
+        }
+    }
+    if (dl.code != 0) {
+        if (err != NULL)
+            *err = dl.error;
+        return dl.code == CSTL_ETIMEDOUT ? CSTL_EKAFKA : dl.code;
+    }
+    return 0;
+}
+
+static int check_request(const cstl_cmd_request *req, cstl_error *err)
+{
+    if (req == NULL || req->context == NULL || *req->context == '\0' || req->command_type == NULL ||
+        *req->command_type == '\0')
+        return cstl_error_set(err, CSTL_EINVAL, "command needs a context and a command type");
+    if (req->command_id == NULL || !cstl_uuid_valid(req->command_id))
+        return cstl_error_set(err, CSTL_EINVAL, "command id is not a uuid: \"%.40s\"",
+                              req->command_id ? req->command_id : "");
+    if (req->tenant_id == NULL || !cstl_uuid_valid(req->tenant_id))
+        return cstl_error_set(err, CSTL_EINVAL, "tenant id is not a uuid: \"%.40s\"",
+                              req->tenant_id ? req->tenant_id : "");
+    if (req->aggregate_id == NULL || *req->aggregate_id == '\0' ||
+        strlen(req->aggregate_id) > CSTL_CMD_AGGREGATE_MAX)
+        return cstl_error_set(err, CSTL_EINVAL, "aggregate id must be 1-%d bytes",
+                              CSTL_CMD_AGGREGATE_MAX);
+    if (req->correlation_id != NULL && !cstl_uuid_valid(req->correlation_id))
+        return cstl_error_set(err, CSTL_EINVAL, "correlation id is not a uuid: \"%.40s\"",
+                              req->correlation_id);
+    if (req->traceparent != NULL && !cstl_event_traceparent_valid(req->traceparent))
+        return cstl_error_set(err, CSTL_EINVAL, "traceparent is invalid: \"%.60s\"",
+                              req->traceparent);
+    if (req->issued_by != NULL && strlen(req->issued_by) > CSTL_CMD_PRINCIPAL_MAX)
+        return cstl_error_set(err, CSTL_EINVAL, "issued_by is longer than %d bytes",
+                              CSTL_CMD_PRINCIPAL_MAX);
+    if (req->expected_version < -1)
+        return cstl_error_set(err, CSTL_EINVAL, "expected version is negative: %lld",
+                              (long long)req->expected_version);
+    if (req->payload == NULL || !json_is_object(req->payload))
+        return cstl_error_set(err, CSTL_EINVAL, "command payload must be a json object");
+    return 0;
+}
+
+int cstl_cmd_client_send(cstl_cmd_client *c,
+                         const cstl_cmd_request *req,
+                         int wait_ms,
+                         cstl_cmd_reply *reply,
+                         cstl_error *err)
+{
+    int rc = check_request(req, err);
+    if (rc != 0)
+        return rc;
+    char name[CSTL_CMD_TYPE_MAX + 64];
+    snprintf(name, sizeof(name), "%s.%s", req->context, req->command_type);
+    const cstl_schema_entry *entry = cstl_schema_catalog_find(cstl_schema_catalog_get(), name);
+    char commands_dir[96];
+    snprintf(commands_dir, sizeof(commands_dir), "schemas/%s/commands/", req->context);
+    if (entry == NULL || strncmp(entry->path, commands_dir, strlen(commands_dir)) != 0)
+        return cstl_error_set(err, CSTL_EINVAL, "unknown command type \"%s\"", name);
+
+    cstl_codec_buf payload = {0}, value = {0};
+    rc = cstl_codec_encode_json(entry, (json_t *)req->payload, &payload, err);
+    if (rc != 0)
+        goto out;
+    cstl_cmd_envelope env = {0};
+    snprintf(env.command_id, sizeof(env.command_id), "%s", req->command_id);
+    snprintf(env.tenant_id, sizeof(env.tenant_id), "%s", req->tenant_id);
+    snprintf(env.command_type, sizeof(env.command_type), "%s", entry->ce_type);
+    snprintf(env.aggregate_id, sizeof(env.aggregate_id), "%s", req->aggregate_id);
+    env.expected_version = req->expected_version;
+    env.issued_at_us = wall_us();
+    snprintf(env.issued_by, sizeof(env.issued_by), "%s", req->issued_by ? req->issued_by : "");
+    snprintf(env.correlation_id, sizeof(env.correlation_id), "%s",
+             req->correlation_id ? req->correlation_id : req->command_id);
+    if (req->want_reply)
+        snprintf(env.reply_to, sizeof(env.reply_to), "%s", c->instance_id);
+    if (req->traceparent != NULL)
+        snprintf(env.traceparent, sizeof(env.traceparent), "%s", req->traceparent);
+    env.payload = payload.data;
+    env.payload_len = payload.len;
+    rc = cstl_cmd_envelope_encode(&env, &value, err);
+    if (rc != 0)
+        goto out;
+
+    char topic[128];
+    snprintf(topic, sizeof(topic), "constellation.%s.commands", req->context);
+    int32_t n = 0;
+    rc = partition_count(c, topic, &n, err);
+    if (rc != 0)
+        goto out;
+    int32_t partition =
+        cstl_kafka_partition_for_key(req->aggregate_id, strlen(req->aggregate_id), n);
+
+    waiter w = {0};
+    if (req->want_reply)
+        add_waiter(c, req->command_id, &w);
+    rc = produce(c, topic, partition, req->aggregate_id, &value, err);
+    if (rc != 0 || !req->want_reply) {
+        if (req->want_reply) {
+            pthread_mutex_lock(&c->lock);
+            remove_waiter_locked(c, req->command_id, &w);
+            pthread_mutex_unlock(&c->lock);
+        }
+        goto out;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t ns = until.tv_nsec + (int64_t)(wait_ms < 0 ? 0 : wait_ms) % 1000 * 1000000;
+    until.tv_sec += (wait_ms < 0 ? 0 : wait_ms) / 1000 + ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&c->lock);
+    while (!w.done) {
+        if (pthread_cond_timedwait(&c->cond, &c->lock, &until) != 0)
+            break;
+    }
+    if (!w.done)
+        remove_waiter_locked(c, req->command_id, &w);
+    pthread_mutex_unlock(&c->lock);
+    if (w.done) {
+        if (reply != NULL)
+            *reply = w.reply;
+    } else {
+        rc = cstl_error_set(err, CSTL_ETIMEDOUT,
+                            "no reply to command \"%s\" within %d ms (it was appended)",
+                            req->command_id, wait_ms);
+    }
+out:
+    cstl_codec_buf_free(&payload);
+    cstl_codec_buf_free(&value);
+    return rc;
+}
+
+int cstl_cmd_client_lookup(cstl_cmd_client *c, const char *command_id, cstl_cmd_reply *reply)
+{
+    pthread_mutex_lock(&c->lock);
+    trim_recent(c, mono_us());
+    recent *r = cstl_strmap_get(c->recent, command_id);
+    if (r != NULL && reply != NULL)
+        *reply = r->reply;
+    pthread_mutex_unlock(&c->lock);
+    return r != NULL ? 0 : CSTL_ENOTFOUND;
+}
