@@ -25,7 +25,8 @@ static const char event_json[] =
     "\"gpu_count\":4,\"min_gpu_memory_mib\":40960,\"gpu_model\":\"NVIDIA H100 80GB HBM3\","
     "\"priority\":10,\"runtime_limit_seconds\":7200,\"retry_limit\":3,"
     "\"labels\":{\"team\":\"vision\",\"project\":\"imagenet\"},"
-    "\"parameters\":{\"command\":[\"python\",\"train.py\",\"--epochs\",\"90\",\"--batch-size\",\"256\"],"
+    "\"parameters\":{\"command\":[\"python\",\"train.py\",\"--epochs\",\"90\",\"--batch-size\","
+    "\"256\"],"
     "\"environment\":{\"NCCL_DEBUG\":\"WARN\",\"OMP_NUM_THREADS\":\"8\"}},"
     "\"submitted_by\":\"0190f5a2-7c1e-7b3a-8e4f-000000000002\",\"at\":1732000000123456}";
 
@@ -54,7 +55,8 @@ int main(void)
     json_t *event = json_loads(event_json, 0, NULL);
     avro_value_t value, out;
     cstl_error err;
-    if (!e || !event || cstl_codec_value_new(e, &value) != 0 || cstl_codec_value_new(e, &out) != 0 ||
+    if (!e || !event || cstl_codec_value_new(e, &value) != 0 ||
+        cstl_codec_value_new(e, &out) != 0 ||
         cstl_codec_value_from_json(cstl_avro_schema_root(e->schema), event, &value, &err) != 0) {
         fprintf(stderr, "bench_codec: cannot build the event\n");
         return 1;
@@ -85,11 +87,16 @@ int main(void)
     });
     printf("JobSubmitted, one core, %.1f s per figure\n", BENCH_SECONDS);
     printf("%-8s %-22s %14s %8s\n", "", "format", "events/s", "bytes");
-    printf("%-8s %-22s %14.0f %8zu\n", "encode", "avro single-object", avro_enc.per_sec, avro_enc.bytes);
-    printf("%-8s %-22s %14.0f %8zu\n", "encode", "json (jansson)", json_enc.per_sec, json_enc.bytes);
-    printf("%-8s %-22s %14.0f %8zu\n", "decode", "avro single-object", avro_dec.per_sec, avro_dec.bytes);
-    printf("%-8s %-22s %14.0f %8zu\n", "decode", "json (jansson)", json_dec.per_sec, json_dec.bytes);
-    printf("avro/json: encode %.2fx, decode %.2fx; target >= 500000/s both ways and faster than json\n",
+    printf("%-8s %-22s %14.0f %8zu\n", "encode", "avro single-object", avro_enc.per_sec,
+           avro_enc.bytes);
+    printf("%-8s %-22s %14.0f %8zu\n", "encode", "json (jansson)", json_enc.per_sec,
+           json_enc.bytes);
+    printf("%-8s %-22s %14.0f %8zu\n", "decode", "avro single-object", avro_dec.per_sec,
+           avro_dec.bytes);
+    printf("%-8s %-22s %14.0f %8zu\n", "decode", "json (jansson)", json_dec.per_sec,
+           json_dec.bytes);
+    printf("avro/json: encode %.2fx, decode %.2fx; target >= 500000/s both ways and faster than "
+           "json\n",
            avro_enc.per_sec / json_enc.per_sec, avro_dec.per_sec / json_dec.per_sec);
     free(text);
     json_decref(event);

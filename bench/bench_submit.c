@@ -63,7 +63,7 @@ typedef struct load {
     double duration; /* seconds */
     int conns;
     atomic_long ok, errors;
-    double *lat;     /* latencies (s) of the 201s */
+    double *lat; /* latencies (s) of the 201s */
     atomic_long nlat;
 } load;
 
@@ -305,7 +305,8 @@ int main(void)
 
     l.rate = 0;
     load_result closed = run_load(&l);
-    printf("POST /v1/jobs, %d connections, %.0f s per step; broker, service and load on this machine\n",
+    printf("POST /v1/jobs, %d connections, %.0f s per step; broker, service and load on this "
+           "machine\n",
            l.conns, l.duration);
     printf("%-34s %12s %9s %9s %8s\n", "step", "201/s", "p50 ms", "p99 ms", "errors");
     printf("%-34s %12.0f %9s %9s %8s\n", "raw produce (idempotent, acks=all)", raw, "-", "-", "-");
@@ -319,8 +320,7 @@ int main(void)
         load_result r = run_load(&l);
         char name[40];
         snprintf(name, sizeof(name), "open loop at %.0f/s", rates[i]);
-        printf("%-34s %12.0f %9.2f %9.2f %8ld\n", name, r.ok_per_s, r.p50_ms, r.p99_ms,
-               r.errors);
+        printf("%-34s %12.0f %9.2f %9.2f %8ld\n", name, r.ok_per_s, r.p50_ms, r.p99_ms, r.errors);
     }
     printf("sustained / raw produce rate: %.1f %%; targets: >= 10000/s, >= 25 %%, p99 <= 25 ms at "
            "1000/s\n",

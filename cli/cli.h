@@ -14,7 +14,8 @@
 #define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE   2
 
-int cli_run_service(int argc, char **argv); /* commands, projector, queries, scheduler, mcp, worker */
+int cli_run_service(int argc,
+                    char **argv); /* commands, projector, queries, scheduler, mcp, worker */
 int cli_topics(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_config(int argc, char **argv);

@@ -11,8 +11,9 @@ int cli_load_config(cstl_config *cfg)
     cstl_config_problems problems;
     if (cstl_config_load(cfg, &problems) != 0) {
         cstl_config_print_problems(&problems, stderr);
-        fprintf(stderr, "constellation: invalid configuration: %d problem%s (see "
-                        "`constellation config reference`)\n",
+        fprintf(stderr,
+                "constellation: invalid configuration: %d problem%s (see "
+                "`constellation config reference`)\n",
                 problems.count, problems.count == 1 ? "" : "s");
         return CLI_EXIT_USAGE;
     }

@@ -33,9 +33,10 @@ static void usage(FILE *out)
                  "Constellation, the backend of a GPU job platform.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
         fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
-    fprintf(out, "\n`constellation <command> --help` tells more about one command. Settings come from\n"
-                 "CONSTELLATION_* environment variables: `constellation config reference` lists them.\n"
-                 "Exit status: 0 success, 1 failure, 2 usage or configuration error.\n");
+    fprintf(out,
+            "\n`constellation <command> --help` tells more about one command. Settings come from\n"
+            "CONSTELLATION_* environment variables: `constellation config reference` lists them.\n"
+            "Exit status: 0 success, 1 failure, 2 usage or configuration error.\n");
 }
 
 int cli_wants_help(int argc, char **argv)

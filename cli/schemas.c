@@ -187,11 +187,10 @@ static void check_tree(vlist *tree, cstl_schema_report *rep)
         const char *fullname = cstl_avro_schema_root(v->schema)->fullname;
         version *cur = current_of(tree, fullname);
         if (v->current && cur != v)
-            cstl_schema_report_add(rep, "%s and %s are both current versions of \"%s\"",
-                                   cur->path, v->path, fullname);
+            cstl_schema_report_add(rep, "%s and %s are both current versions of \"%s\"", cur->path,
+                                   v->path, fullname);
         if (!v->current && !cur)
-            cstl_schema_report_add(rep, "%s: no current schema is named \"%s\"", v->path,
-                                   fullname);
+            cstl_schema_report_add(rep, "%s: no current schema is named \"%s\"", v->path, fullname);
         if (!v->current && cur)
             cstl_schema_compat_check(cstl_avro_schema_root(cur->schema),
                                      cstl_avro_schema_root(v->schema),
@@ -217,8 +216,9 @@ static void check_past(vlist *tree, const version *past, cstl_schema_report *rep
     label_of(past->schema, label, sizeof label);
     version *cur = current_of(tree, root->fullname);
     if (!cur) {
-        cstl_schema_report_add(rep, "%s: the type was deleted, but events written with it (%s "
-                                    "at commit %.12s) must stay readable",
+        cstl_schema_report_add(rep,
+                               "%s: the type was deleted, but events written with it (%s "
+                               "at commit %.12s) must stay readable",
                                label, past->path, past->commit);
         return;
     }
@@ -238,8 +238,12 @@ static void check_past(vlist *tree, const version *past, cstl_schema_report *rep
     cstl_schema_compat_check(cstl_avro_schema_root(cur->schema), root, label, rep);
 }
 
-static int load_history(const char *root, const char *against, vlist *tree,
-                        cstl_schema_report *rep, size_t *n_commits, size_t *n_versions)
+static int load_history(const char *root,
+                        const char *against,
+                        vlist *tree,
+                        cstl_schema_report *rep,
+                        size_t *n_commits,
+                        size_t *n_versions)
 {
     char args[512];
     char *head = git_output(root, "rev-parse --verify -q HEAD", NULL);
@@ -327,17 +331,18 @@ static int load_history(const char *root, const char *against, vlist *tree,
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: constellation schemas check [--against REV] [--root DIR]\n"
-               "\n"
-               "Checks every schema under schemas/: it parses, its fingerprint is unique, every\n"
-               "version that ever existed in git history is still in the tree (current or frozen\n"
-               "under schemas/<context>/history/<Name>/vN.avsc), and every current schema can\n"
-               "read every earlier version (BACKWARD_TRANSITIVE).\n"
-               "\n"
-               "  --against REV  only consider history from REV to HEAD (REV included)\n"
-               "  --root DIR     the repository (default: the one containing the current directory)\n"
-               "\n"
-               "exit status: 0 ok, 1 a check failed, 2 usage or environment error\n");
+    fprintf(f,
+            "usage: constellation schemas check [--against REV] [--root DIR]\n"
+            "\n"
+            "Checks every schema under schemas/: it parses, its fingerprint is unique, every\n"
+            "version that ever existed in git history is still in the tree (current or frozen\n"
+            "under schemas/<context>/history/<Name>/vN.avsc), and every current schema can\n"
+            "read every earlier version (BACKWARD_TRANSITIVE).\n"
+            "\n"
+            "  --against REV  only consider history from REV to HEAD (REV included)\n"
+            "  --root DIR     the repository (default: the one containing the current directory)\n"
+            "\n"
+            "exit status: 0 ok, 1 a check failed, 2 usage or environment error\n");
 }
 
 int cli_schemas(int argc, char **argv)
@@ -374,7 +379,8 @@ int cli_schemas(int argc, char **argv)
         fprintf(stderr, "schemas check: invalid root \"%s\"\n", root_arg);
         return 2;
     }
-    char *root = root_arg ? cstl_xstrdup(root_arg) : git_output(".", "rev-parse --show-toplevel", NULL);
+    char *root =
+        root_arg ? cstl_xstrdup(root_arg) : git_output(".", "rev-parse --show-toplevel", NULL);
     if (!root) {
         fprintf(stderr, "schemas check: not inside a git repository\n");
         return 2;

@@ -7,8 +7,9 @@
  * access_log concurrently (the Kafka handle and the PostgreSQL pool are thread-safe by design:
  * one PostgreSQL connection per HTTP thread).
  */
-#include "cli/cli.h"
 #include "cli/service.h"
+
+#include "cli/cli.h"
 #include "platform/http.h"
 #include "platform/kafka.h"
 #include "platform/metrics.h"
@@ -89,14 +90,16 @@ static void access_log(void *ud, const cstl_http_access *a)
     /* Probes and scrapes arrive every few seconds: keep them out of the info log. */
     int probe = strcmp(a->route, "/healthz") == 0 || strcmp(a->route, "/readyz") == 0 ||
                 strcmp(a->route, "/metrics") == 0;
-    cstl_log_level level = a->status >= 500 ? CSTL_LOG_WARN : probe ? CSTL_LOG_DEBUG : CSTL_LOG_INFO;
+    cstl_log_level level = a->status >= 500 ? CSTL_LOG_WARN
+                           : probe          ? CSTL_LOG_DEBUG
+                                            : CSTL_LOG_INFO;
     if (!cstl_log_enabled(level))
         return;
-    json_t *fields = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:f,s:s}", "method", a->method, "path",
-                               a->path, "route", a->route, "status", a->status, "body_bytes",
-                               (json_int_t)a->body_bytes, "response_bytes",
-                               (json_int_t)a->response_bytes, "duration_s", a->duration_seconds,
-                               "request_id", a->request_id);
+    json_t *fields =
+        json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:f,s:s}", "method", a->method, "path", a->path,
+                  "route", a->route, "status", a->status, "body_bytes", (json_int_t)a->body_bytes,
+                  "response_bytes", (json_int_t)a->response_bytes, "duration_s",
+                  a->duration_seconds, "request_id", a->request_id);
     if (fields != NULL && a->traceparent != NULL)
         json_object_set_new(fields, "traceparent", json_string(a->traceparent));
     cstl_log_fields(level, "http", fields, "%s %s %d", a->method, a->path, a->status);
@@ -109,13 +112,14 @@ static void usage(const service_def *def)
     for (char *p = var; *p; p++)
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
-    printf("usage: constellation %s\n\nRuns %s.\n\n"
-           "Listens on %s (default shown by `constellation config`); serves /healthz (the process "
-           "runs),\n/readyz (its dependencies answer:%s%s) and Prometheus /metrics. Logs JSON lines "
-           "to stderr.\nSIGTERM or SIGINT stops it gracefully within CONSTELLATION_SHUTDOWN_GRACE_MS."
-           "\nSettings: `constellation config reference`.\n",
-           def->name, def->summary, var, def->needs_kafka ? " Kafka" : "",
-           def->needs_pg ? " PostgreSQL" : "");
+    printf(
+        "usage: constellation %s\n\nRuns %s.\n\n"
+        "Listens on %s (default shown by `constellation config`); serves /healthz (the process "
+        "runs),\n/readyz (its dependencies answer:%s%s) and Prometheus /metrics. Logs JSON lines "
+        "to stderr.\nSIGTERM or SIGINT stops it gracefully within CONSTELLATION_SHUTDOWN_GRACE_MS."
+        "\nSettings: `constellation config reference`.\n",
+        def->name, def->summary, var, def->needs_kafka ? " Kafka" : "",
+        def->needs_pg ? " PostgreSQL" : "");
 }
 
 static int service_open_dependencies(service *svc, cstl_error *err)
@@ -165,9 +169,9 @@ static int service_run(const service_def *def, const cstl_config *cfg)
     cstl_error err;
     cstl_metrics *metrics = cstl_metrics_default();
     static const char *const info_labels[] = {"version", "service", NULL};
-    cstl_metric_family *info = cstl_metrics_gauge(
-        metrics, "constellation_build_info", "constant 1, labelled with the running version",
-        info_labels, &err);
+    cstl_metric_family *info =
+        cstl_metrics_gauge(metrics, "constellation_build_info",
+                           "constant 1, labelled with the running version", info_labels, &err);
     if (info != NULL) {
         const char *values[] = {CSTL_VERSION, def->name};
         cstl_metrics_gauge_set(cstl_metrics_child(info, values), 1);

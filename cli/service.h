@@ -17,13 +17,13 @@
 #include "platform/pg.h"
 
 typedef struct cli_service {
-    const char *name;         /* "commands" */
-    const cstl_config *cfg;   /* borrowed, valid for the service's life */
-    cstl_metrics *metrics;    /* the registry served on /metrics */
-    cstl_http_server *http;   /* routes may be added in start() */
+    const char *name;           /* "commands" */
+    const cstl_config *cfg;     /* borrowed, valid for the service's life */
+    cstl_metrics *metrics;      /* the registry served on /metrics */
+    cstl_http_server *http;     /* routes may be added in start() */
     cstl_kafka_producer *kafka; /* idempotent producer of the service (NULL if it needs no Kafka) */
-    cstl_pg_pool *pg;         /* NULL if it needs no PostgreSQL */
-    void *state;              /* the hooks' own state */
+    cstl_pg_pool *pg;           /* NULL if it needs no PostgreSQL */
+    void *state;                /* the hooks' own state */
 } cli_service;
 
 typedef struct cli_service_hooks {

@@ -30,14 +30,15 @@ int cli_topics(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv) || argc < 2) {
         FILE *out = argc < 2 ? stderr : stdout;
-        fprintf(out, "usage: constellation topics create|list\n\n"
-                     "  create  create every topic of the catalog on CONSTELLATION_KAFKA_BROKERS with\n"
-                     "          its partitions and settings; topics that exist are left alone, so it\n"
-                     "          is safe to run again; an existing topic with another partition count\n"
-                     "          is an error, since partition ownership depends on it\n"
-                     "  list    print the catalog compiled into this binary\n\n"
-                     "Replication factor: CONSTELLATION_TOPIC_REPLICATION_FACTOR. Retention of\n"
-                     "constellation.jobs.logs: CONSTELLATION_JOB_LOGS_RETENTION_MS.\n");
+        fprintf(out,
+                "usage: constellation topics create|list\n\n"
+                "  create  create every topic of the catalog on CONSTELLATION_KAFKA_BROKERS with\n"
+                "          its partitions and settings; topics that exist are left alone, so it\n"
+                "          is safe to run again; an existing topic with another partition count\n"
+                "          is an error, since partition ownership depends on it\n"
+                "  list    print the catalog compiled into this binary\n\n"
+                "Replication factor: CONSTELLATION_TOPIC_REPLICATION_FACTOR. Retention of\n"
+                "constellation.jobs.logs: CONSTELLATION_JOB_LOGS_RETENTION_MS.\n");
         return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
     if (strcmp(argv[1], "list") == 0)

@@ -94,9 +94,9 @@ static void apply_fleet(cstl_admission *a, const char *type, const json_t *data)
         json_t *g;
         json_array_foreach(json_object_get(data, "gpus"), i, g)
         {
-            json_array_append_new(gpus, json_pack("{s:O?,s:O?}", "model",
-                                                  json_object_get(g, "model"), "memory_mib",
-                                                  json_object_get(g, "memory_mib")));
+            json_array_append_new(gpus,
+                                  json_pack("{s:O?,s:O?}", "model", json_object_get(g, "model"),
+                                            "memory_mib", json_object_get(g, "memory_mib")));
         }
         json_object_set_new(a->workers, worker, gpus);
     } else if (strcmp(type, "WorkerLost") == 0 || strcmp(type, "WorkerDeregistered") == 0) {
@@ -135,7 +135,9 @@ static void apply_jobs(cstl_admission *a, const char *type, const json_t *data)
     }
 }
 
-void cstl_admission_apply(cstl_admission *a, const char *context, const char *type,
+void cstl_admission_apply(cstl_admission *a,
+                          const char *context,
+                          const char *type,
                           const json_t *data)
 {
     if (context == NULL || type == NULL || !json_is_object(data))
@@ -149,8 +151,8 @@ void cstl_admission_apply(cstl_admission *a, const char *context, const char *ty
 }
 
 /* True when some active worker has count GPUs with at least memory MiB (and the model, if set). */
-static int fleet_fits(const cstl_admission *a, json_int_t count, json_int_t memory,
-                      const char *model)
+static int
+fleet_fits(const cstl_admission *a, json_int_t count, json_int_t memory, const char *model)
 {
     const char *worker;
     json_t *gpus;

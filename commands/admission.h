@@ -18,9 +18,9 @@
 
 #include "platform/error.h"
 
-#include <stddef.h>
-
 #include <jansson.h>
+
+#include <stddef.h>
 
 typedef struct cstl_admission cstl_admission;
 
@@ -30,7 +30,9 @@ void cstl_admission_free(cstl_admission *a);
 
 /* Applies one event of the tenants, fleet or jobs context (type: short name, "JobSubmitted";
  * data borrowed). Events of other types are ignored. */
-void cstl_admission_apply(cstl_admission *a, const char *context, const char *type,
+void cstl_admission_apply(cstl_admission *a,
+                          const char *context,
+                          const char *type,
                           const json_t *data);
 
 /* A decision: the command to send (to the jobs context) and its payload (owned). */
@@ -51,5 +53,41 @@ int cstl_admission_decide(cstl_admission *a, const char *job_id, cstl_admission_
 /* The ids of the jobs submitted and not yet decided, in submission order: a new JSON array
  * (caller decrefs). After a restart these are decided once the log has been read to its end. */
 json_t *cstl_admission_pending(const cstl_admission *a);
+
+/* ---- the running process manager (admission_run.c) ---------------------------------------- */
+
+#include "commands/client.h"
+#include "platform/metrics.h"
+
+typedef struct cstl_admission_runner cstl_admission_runner;
+
+typedef struct cstl_admission_runner_options {
+    const char *brokers;
+    const char *instance_id;
+    cstl_cmd_client *client; /* borrowed: sends the decisions */
+    int max_queued;          /* per tenant */
+    int timeout_ms;
+    cstl_metrics *metrics; /* may be NULL */
+} cstl_admission_runner_options;
+
+/* A runner reading the tenants, fleet and jobs events. NULL + err when they cannot be read. */
+cstl_admission_runner *cstl_admission_runner_new(const cstl_admission_runner_options *opts,
+                                                 cstl_error *err);
+
+/*
+ * Runs until cstl_admission_runner_stop: applies the log to its end, then decides every job still
+ * undecided, then decides each new JobSubmitted as it arrives. Every decision is a command whose id
+ * is derived from the job id, so a decision sent twice (after a restart, or by two instances) is
+ * handled once. A command that cannot be sent is retried with backoff. Returns 0 after a stop.
+ */
+int cstl_admission_runner_run(cstl_admission_runner *r, cstl_error *err);
+
+/* Asks run to return (from any thread). */
+void cstl_admission_runner_stop(cstl_admission_runner *r);
+
+/* True once the past has been applied and the undecided jobs decided. */
+bool cstl_admission_runner_ready(const cstl_admission_runner *r);
+
+void cstl_admission_runner_free(cstl_admission_runner *r);
 
 #endif

@@ -20,9 +20,9 @@
 
 #include "platform/error.h"
 
-#include <stdint.h>
-
 #include <jansson.h>
+
+#include <stdint.h>
 
 /* Most events one command may produce. */
 #define CSTL_DECISION_MAX_EVENTS 8
@@ -70,9 +70,12 @@ typedef struct cstl_decision {
 void cstl_decision_emit(cstl_decision *d, const char *type, json_t *data);
 
 /* Records a rejection in d (drops any events already emitted). Returns -1 for `return` chains. */
-int cstl_decision_reject(cstl_decision *d, cstl_rejection_kind kind, const char *code,
-                         const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+int cstl_decision_reject(cstl_decision *d,
+                         cstl_rejection_kind kind,
+                         const char *code,
+                         const char *field,
+                         const char *fmt,
+                         ...) __attribute__((format(printf, 5, 6)));
 
 /* Releases the events d owns and resets it to empty. */
 void cstl_decision_clear(cstl_decision *d);
@@ -95,7 +98,8 @@ typedef struct cstl_aggregate_type {
      * rejection. Returns 0 for either; non-zero only for an unknown command type. */
     int (*decide)(const void *state, int64_t version, const cstl_command *cmd, cstl_decision *d);
 
-    /* The state as JSON for a snapshot (new reference), and back (a new state, or NULL with err). */
+    /* The state as JSON for a snapshot (new reference), and back (a new state, or NULL with err).
+     */
     json_t *(*snapshot)(const void *state);
     void *(*restore)(const json_t *snapshot, cstl_error *err);
 

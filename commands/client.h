@@ -17,9 +17,9 @@
 
 #include "platform/error.h"
 
-#include <stdint.h>
-
 #include <jansson.h>
+
+#include <stdint.h>
 
 typedef struct cstl_cmd_client cstl_cmd_client;
 
@@ -31,12 +31,12 @@ typedef struct cstl_cmd_client_options {
 
 /* A command to send. Strings are borrowed for the duration of the call. */
 typedef struct cstl_cmd_request {
-    const char *context;        /* "jobs" */
-    const char *command_type;   /* short name: "SubmitJob" */
-    const char *command_id;     /* UUID; see cstl_cmd_id_from_key for idempotency keys */
+    const char *context;      /* "jobs" */
+    const char *command_type; /* short name: "SubmitJob" */
+    const char *command_id;   /* UUID; see cstl_cmd_id_from_key for idempotency keys */
     const char *tenant_id;
     const char *aggregate_id;
-    int64_t expected_version;   /* -1: no check */
+    int64_t expected_version; /* -1: no check */
     const char *issued_by;
     const char *correlation_id; /* NULL: the command id */
     const char *traceparent;    /* NULL: none */
@@ -76,8 +76,11 @@ void cstl_cmd_client_free(cstl_cmd_client *c);
  * when the payload does not fit its schema (nothing was sent); CSTL_EKAFKA when it could not be
  * appended (nothing was sent, retriable).
  */
-int cstl_cmd_client_send(cstl_cmd_client *c, const cstl_cmd_request *req, int wait_ms,
-                         cstl_cmd_reply *reply, cstl_error *err);
+int cstl_cmd_client_send(cstl_cmd_client *c,
+                         const cstl_cmd_request *req,
+                         int wait_ms,
+                         cstl_cmd_reply *reply,
+                         cstl_error *err);
 
 /* A recent reply by command id (replies seen by this client in the last hour). 0 or ENOTFOUND. */
 int cstl_cmd_client_lookup(cstl_cmd_client *c, const char *command_id, cstl_cmd_reply *reply);

@@ -18,8 +18,8 @@
 #include <string.h>
 
 struct cstl_avro_schema {
-    json_t *json;         /* owns the defaults the fields borrow */
-    void **allocs;        /* every allocation of the tree */
+    json_t *json;  /* owns the defaults the fields borrow */
+    void **allocs; /* every allocation of the tree */
     size_t n_allocs, cap_allocs;
     cstl_avro_node **named; /* named types, for references by name */
     size_t n_named, cap_named;
@@ -78,9 +78,9 @@ static char *sch_strdup(cstl_avro_schema *s, const char *text)
 
 const char *cstl_avro_type_name(cstl_avro_type type)
 {
-    static const char *const names[] = {"null",   "boolean", "int",   "long",  "float",
+    static const char *const names[] = {"null",   "boolean", "int",    "long",   "float",
                                         "double", "bytes",   "string", "record", "enum",
-                                        "array",  "map",     "union", "fixed"};
+                                        "array",  "map",     "union",  "fixed"};
     return (unsigned)type < CSTL_ARRAY_LEN(names) ? names[type] : "?";
 }
 
@@ -240,17 +240,23 @@ static bool default_valid(const cstl_avro_node *t, json_t *v, int depth)
     if (depth > CSTL_AVRO_SCHEMA_MAX_DEPTH)
         return false;
     switch (t->type) {
-    case CSTL_AVRO_NULL: return json_is_null(v);
-    case CSTL_AVRO_BOOLEAN: return json_is_boolean(v);
+    case CSTL_AVRO_NULL:
+        return json_is_null(v);
+    case CSTL_AVRO_BOOLEAN:
+        return json_is_boolean(v);
     case CSTL_AVRO_INT:
         return json_is_integer(v) && json_integer_value(v) >= INT32_MIN &&
                json_integer_value(v) <= INT32_MAX;
-    case CSTL_AVRO_LONG: return json_is_integer(v);
+    case CSTL_AVRO_LONG:
+        return json_is_integer(v);
     case CSTL_AVRO_FLOAT:
-    case CSTL_AVRO_DOUBLE: return json_is_number(v);
+    case CSTL_AVRO_DOUBLE:
+        return json_is_number(v);
     case CSTL_AVRO_BYTES:
-    case CSTL_AVRO_STRING: return json_is_string(v);
-    case CSTL_AVRO_FIXED: return json_is_string(v) && json_string_length(v) == t->size;
+    case CSTL_AVRO_STRING:
+        return json_is_string(v);
+    case CSTL_AVRO_FIXED:
+        return json_is_string(v) && json_string_length(v) == t->size;
     case CSTL_AVRO_ENUM:
         if (!json_is_string(v))
             return false;
@@ -274,7 +280,8 @@ static bool default_valid(const cstl_avro_node *t, json_t *v, int depth)
         json_object_foreach(v, k, e) if (!default_valid(t->items, e, depth + 1)) return false;
         return true;
     }
-    case CSTL_AVRO_UNION: return t->n_branches > 0 && default_valid(t->branches[0], v, depth + 1);
+    case CSTL_AVRO_UNION:
+        return t->n_branches > 0 && default_valid(t->branches[0], v, depth + 1);
     case CSTL_AVRO_RECORD: {
         if (!json_is_object(v))
             return false;
@@ -290,8 +297,8 @@ static bool default_valid(const cstl_avro_node *t, json_t *v, int depth)
     return false;
 }
 
-static const cstl_avro_node *parse_record(parser *ps, json_t *j, const char *ns, int depth,
-                                          cstl_avro_node *node)
+static const cstl_avro_node *
+parse_record(parser *ps, json_t *j, const char *ns, int depth, cstl_avro_node *node)
 {
     const char *own_ns = parse_name(ps, j, ns, node);
     if (!own_ns)
@@ -355,8 +362,7 @@ static const cstl_avro_node *parse_record(parser *ps, json_t *j, const char *ns,
     return node;
 }
 
-static const cstl_avro_node *parse_enum(parser *ps, json_t *j, const char *ns,
-                                        cstl_avro_node *node)
+static const cstl_avro_node *parse_enum(parser *ps, json_t *j, const char *ns, cstl_avro_node *node)
 {
     if (!parse_name(ps, j, ns, node))
         return NULL;
@@ -528,7 +534,10 @@ static void sb_put(sbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
 
 /* A JSON string literal: names and symbols are [A-Za-z0-9_.] only, so nothing needs escaping. */
 static void sb_quoted(sbuf *b, const char *s)
@@ -610,7 +619,9 @@ static void canon(sbuf *b, seen *s, const cstl_avro_node *t)
         }
         sb_str(b, "]");
         return;
-    default: sb_quoted(b, cstl_avro_type_name(t->type)); return;
+    default:
+        sb_quoted(b, cstl_avro_type_name(t->type));
+        return;
     }
 }
 
@@ -623,8 +634,8 @@ cstl_avro_schema *cstl_avro_schema_parse(const char *text, size_t len, cstl_erro
         return NULL;
     }
     if (len > CSTL_AVRO_SCHEMA_MAX_TEXT) {
-        cstl_error_set(err, CSTL_ETOOBIG, "schema text of %zu bytes exceeds the %u byte limit",
-                       len, CSTL_AVRO_SCHEMA_MAX_TEXT);
+        cstl_error_set(err, CSTL_ETOOBIG, "schema text of %zu bytes exceeds the %u byte limit", len,
+                       CSTL_AVRO_SCHEMA_MAX_TEXT);
         return NULL;
     }
     json_error_t jerr;
@@ -664,8 +675,17 @@ void cstl_avro_schema_free(cstl_avro_schema *s)
     free(s);
 }
 
-const cstl_avro_node *cstl_avro_schema_root(const cstl_avro_schema *s) { return s->root; }
+const cstl_avro_node *cstl_avro_schema_root(const cstl_avro_schema *s)
+{
+    return s->root;
+}
 
-const char *cstl_avro_schema_canonical(const cstl_avro_schema *s) { return s->canonical; }
+const char *cstl_avro_schema_canonical(const cstl_avro_schema *s)
+{
+    return s->canonical;
+}
 
-uint64_t cstl_avro_schema_fingerprint(const cstl_avro_schema *s) { return s->fingerprint; }
+uint64_t cstl_avro_schema_fingerprint(const cstl_avro_schema *s)
+{
+    return s->fingerprint;
+}

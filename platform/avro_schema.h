@@ -16,6 +16,7 @@
 #include "platform/error.h"
 
 #include <jansson.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,11 +65,11 @@ struct cstl_avro_node {
     size_t n_fields;
     const char *const *symbols; /* enum */
     size_t n_symbols;
-    int enum_default;             /* enum: index of the default symbol, -1 when none */
-    const cstl_avro_node *items;  /* array items, map values */
+    int enum_default;                      /* enum: index of the default symbol, -1 when none */
+    const cstl_avro_node *items;           /* array items, map values */
     const cstl_avro_node *const *branches; /* union */
     size_t n_branches;
-    size_t size;                  /* fixed */
+    size_t size; /* fixed */
 };
 
 /* A parsed schema: an opaque owner of its node tree. */

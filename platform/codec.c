@@ -1,9 +1,10 @@
 /*
  * codec.c - the compiled-in schema catalog and single-object encoding (see codec.h).
  *
- * The catalog is built once from the embedded the .avsc files under schemas/ files under pthread_once and is
- * immutable afterwards, so lookups need no lock. avro-c is given each schema's Parsing Canonical
- * Form: it only needs the structure, since defaults and aliases are applied by our own decoder.
+ * The catalog is built once from the embedded the .avsc files under schemas/ files under
+ * pthread_once and is immutable afterwards, so lookups need no lock. avro-c is given each schema's
+ * Parsing Canonical Form: it only needs the structure, since defaults and aliases are applied by
+ * our own decoder.
  */
 #include "platform/codec.h"
 
@@ -83,7 +84,10 @@ const cstl_schema_catalog *cstl_schema_catalog_get(void)
     return &catalog;
 }
 
-size_t cstl_schema_catalog_count(const cstl_schema_catalog *cat) { return cat->n; }
+size_t cstl_schema_catalog_count(const cstl_schema_catalog *cat)
+{
+    return cat->n;
+}
 
 const cstl_schema_entry *cstl_schema_catalog_at(const cstl_schema_catalog *cat, size_t i)
 {
@@ -150,7 +154,9 @@ static void buf_reserve(cstl_codec_buf *b, size_t need)
     b->cap = cap;
 }
 
-int cstl_codec_encode(const cstl_schema_entry *entry, avro_value_t *value, cstl_codec_buf *out,
+int cstl_codec_encode(const cstl_schema_entry *entry,
+                      avro_value_t *value,
+                      cstl_codec_buf *out,
                       cstl_error *err)
 {
     if (!entry || !value || !out)
@@ -198,7 +204,9 @@ int cstl_codec_encode(const cstl_schema_entry *entry, avro_value_t *value, cstl_
     return 0;
 }
 
-int cstl_codec_writer(const void *data, size_t len, const cstl_schema_entry **writer,
+int cstl_codec_writer(const void *data,
+                      size_t len,
+                      const cstl_schema_entry **writer,
                       cstl_error *err)
 {
     const unsigned char *p = data;
@@ -224,8 +232,12 @@ int cstl_codec_writer(const void *data, size_t len, const cstl_schema_entry **wr
     return 0;
 }
 
-int cstl_codec_decode(const void *data, size_t len, const cstl_schema_entry *reader,
-                      avro_value_t *out, const cstl_schema_entry **writer_out, cstl_error *err)
+int cstl_codec_decode(const void *data,
+                      size_t len,
+                      const cstl_schema_entry *reader,
+                      avro_value_t *out,
+                      const cstl_schema_entry **writer_out,
+                      cstl_error *err)
 {
     const cstl_schema_entry *writer = NULL;
     int rc = cstl_codec_writer(data, len, &writer, err);
@@ -239,12 +251,13 @@ int cstl_codec_decode(const void *data, size_t len, const cstl_schema_entry *rea
     if (writer_out)
         *writer_out = writer;
     return cstl_codec_decode_raw((const unsigned char *)data + CSTL_CODEC_HEADER_LEN,
-                                 len - CSTL_CODEC_HEADER_LEN,
-                                 cstl_avro_schema_root(writer->schema),
+                                 len - CSTL_CODEC_HEADER_LEN, cstl_avro_schema_root(writer->schema),
                                  cstl_avro_schema_root(reader->schema), out, err);
 }
 
-int cstl_codec_encode_json(const cstl_schema_entry *entry, json_t *json, cstl_codec_buf *out,
+int cstl_codec_encode_json(const cstl_schema_entry *entry,
+                           json_t *json,
+                           cstl_codec_buf *out,
                            cstl_error *err)
 {
     avro_value_t v;
@@ -257,8 +270,8 @@ int cstl_codec_encode_json(const cstl_schema_entry *entry, json_t *json, cstl_co
     return rc;
 }
 
-int cstl_codec_decode_json(const void *data, size_t len, const cstl_schema_entry *reader,
-                           json_t **out, cstl_error *err)
+int cstl_codec_decode_json(
+    const void *data, size_t len, const cstl_schema_entry *reader, json_t **out, cstl_error *err)
 {
     const cstl_schema_entry *writer = NULL;
     int rc = cstl_codec_writer(data, len, &writer, err);

@@ -29,8 +29,14 @@ typedef struct dec {
     char small[256];
 } dec;
 
-static size_t left(const dec *d) { return (size_t)(d->end - d->p); }
-static size_t off(const dec *d) { return (size_t)(d->p - d->base); }
+static size_t left(const dec *d)
+{
+    return (size_t)(d->end - d->p);
+}
+static size_t off(const dec *d)
+{
+    return (size_t)(d->p - d->base);
+}
 
 static int fail(dec *d, const char *what)
 {
@@ -103,17 +109,22 @@ static size_t min_size(const cstl_avro_node *t, int depth)
     if (depth > CSTL_CODEC_MAX_DEPTH)
         return 0;
     switch (t->type) {
-    case CSTL_AVRO_NULL: return 0;
-    case CSTL_AVRO_FLOAT: return 4;
-    case CSTL_AVRO_DOUBLE: return 8;
-    case CSTL_AVRO_FIXED: return t->size;
+    case CSTL_AVRO_NULL:
+        return 0;
+    case CSTL_AVRO_FLOAT:
+        return 4;
+    case CSTL_AVRO_DOUBLE:
+        return 8;
+    case CSTL_AVRO_FIXED:
+        return t->size;
     case CSTL_AVRO_RECORD: {
         size_t n = 0;
         for (size_t i = 0; i < t->n_fields; i++)
             n += min_size(t->fields[i].type, depth + 1);
         return n;
     }
-    default: return 1;
+    default:
+        return 1;
     }
 }
 
@@ -176,14 +187,20 @@ static int skip(dec *d, const cstl_avro_node *w, int depth)
     if (depth > CSTL_CODEC_MAX_DEPTH)
         return fail(d, "values nested too deep");
     switch (w->type) {
-    case CSTL_AVRO_NULL: return 0;
-    case CSTL_AVRO_BOOLEAN: return take(d, 1, &p);
+    case CSTL_AVRO_NULL:
+        return 0;
+    case CSTL_AVRO_BOOLEAN:
+        return take(d, 1, &p);
     case CSTL_AVRO_INT:
     case CSTL_AVRO_LONG:
-    case CSTL_AVRO_ENUM: return read_long(d, &l);
-    case CSTL_AVRO_FLOAT: return take(d, 4, &p);
-    case CSTL_AVRO_DOUBLE: return take(d, 8, &p);
-    case CSTL_AVRO_FIXED: return take(d, w->size, &p);
+    case CSTL_AVRO_ENUM:
+        return read_long(d, &l);
+    case CSTL_AVRO_FLOAT:
+        return take(d, 4, &p);
+    case CSTL_AVRO_DOUBLE:
+        return take(d, 8, &p);
+    case CSTL_AVRO_FIXED:
+        return take(d, w->size, &p);
     case CSTL_AVRO_BYTES:
     case CSTL_AVRO_STRING:
         if ((rc = read_len(d, &n)) != 0)
@@ -242,11 +259,16 @@ static int readable(const cstl_avro_node *w, const cstl_avro_node *r)
     case CSTL_AVRO_INT:
         return r->type == CSTL_AVRO_LONG || r->type == CSTL_AVRO_FLOAT ||
                r->type == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_LONG: return r->type == CSTL_AVRO_FLOAT || r->type == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_FLOAT: return r->type == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_STRING: return r->type == CSTL_AVRO_BYTES;
-    case CSTL_AVRO_BYTES: return r->type == CSTL_AVRO_STRING;
-    default: return 0;
+    case CSTL_AVRO_LONG:
+        return r->type == CSTL_AVRO_FLOAT || r->type == CSTL_AVRO_DOUBLE;
+    case CSTL_AVRO_FLOAT:
+        return r->type == CSTL_AVRO_DOUBLE;
+    case CSTL_AVRO_STRING:
+        return r->type == CSTL_AVRO_BYTES;
+    case CSTL_AVRO_BYTES:
+        return r->type == CSTL_AVRO_STRING;
+    default:
+        return 0;
     }
 }
 
@@ -260,11 +282,11 @@ static int pick_branch(const cstl_avro_node *w, const cstl_avro_node *ru)
     return -1;
 }
 
-static int decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v,
-                  int depth);
+static int
+decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v, int depth);
 
-static int decode_record(dec *d, const cstl_avro_node *w, const cstl_avro_node *r,
-                         avro_value_t *v, int depth)
+static int
+decode_record(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v, int depth)
 {
     int rc;
     avro_value_t child;
@@ -312,8 +334,8 @@ static int decode_record(dec *d, const cstl_avro_node *w, const cstl_avro_node *
                                   r->fields[j].name, r->fullname);
         if (avro_value_get_by_index(v, j, &child, NULL) != 0)
             return avro_fail(d, "get a record field");
-        if ((rc = cstl_codec_value_from_json(r->fields[j].type, r->fields[j].default_value,
-                                             &child, d->err)) != 0)
+        if ((rc = cstl_codec_value_from_json(r->fields[j].type, r->fields[j].default_value, &child,
+                                             d->err)) != 0)
             return rc;
     }
     return 0;
@@ -340,8 +362,8 @@ static int decode_float(dec *d, const cstl_avro_node *w, const cstl_avro_node *r
     if (rc != 0)
         return rc;
     if (w->type == CSTL_AVRO_FLOAT) {
-        uint32_t bits = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                        (uint32_t)p[3] << 24;
+        uint32_t bits =
+            (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
         float f;
         memcpy(&f, &bits, 4);
         rc = r->type == CSTL_AVRO_FLOAT ? avro_value_set_float(v, f)
@@ -357,8 +379,7 @@ static int decode_float(dec *d, const cstl_avro_node *w, const cstl_avro_node *r
     return rc ? avro_fail(d, "set a number") : 0;
 }
 
-static int decode_number(dec *d, const cstl_avro_node *w, const cstl_avro_node *r,
-                         avro_value_t *v)
+static int decode_number(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v)
 {
     int64_t x = 0;
     int rc;
@@ -371,10 +392,18 @@ static int decode_number(dec *d, const cstl_avro_node *w, const cstl_avro_node *
         return rc;
     }
     switch (r->type) {
-    case CSTL_AVRO_INT: rc = avro_value_set_int(v, (int32_t)x); break;
-    case CSTL_AVRO_LONG: rc = avro_value_set_long(v, x); break;
-    case CSTL_AVRO_FLOAT: rc = avro_value_set_float(v, (float)x); break;
-    default: rc = avro_value_set_double(v, (double)x); break;
+    case CSTL_AVRO_INT:
+        rc = avro_value_set_int(v, (int32_t)x);
+        break;
+    case CSTL_AVRO_LONG:
+        rc = avro_value_set_long(v, x);
+        break;
+    case CSTL_AVRO_FLOAT:
+        rc = avro_value_set_float(v, (float)x);
+        break;
+    default:
+        rc = avro_value_set_double(v, (double)x);
+        break;
     }
     return rc ? avro_fail(d, "set a number") : 0;
 }
@@ -397,15 +426,16 @@ static int decode_enum(dec *d, const cstl_avro_node *w, const cstl_avro_node *r,
         if (ri < 0)
             ri = r->enum_default;
         if (ri < 0)
-            return cstl_error_set(d->err, CSTL_ESCHEMA,
-                                  "enum symbol \"%s\" is not in reader \"%s\", which has no default",
-                                  w->symbols[i], r->fullname);
+            return cstl_error_set(
+                d->err, CSTL_ESCHEMA,
+                "enum symbol \"%s\" is not in reader \"%s\", which has no default", w->symbols[i],
+                r->fullname);
     }
     return avro_value_set_enum(v, ri) ? avro_fail(d, "set an enum") : 0;
 }
 
-static int decode_list(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v,
-                       int depth)
+static int
+decode_list(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v, int depth)
 {
     size_t n = 0;
     int rc;
@@ -435,8 +465,8 @@ static int decode_list(dec *d, const cstl_avro_node *w, const cstl_avro_node *r,
     }
 }
 
-static int decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v,
-                  int depth)
+static int
+decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro_value_t *v, int depth)
 {
     int rc;
     if (depth > CSTL_CODEC_MAX_DEPTH)
@@ -458,7 +488,8 @@ static int decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro
     if (r->type == CSTL_AVRO_UNION) {
         int b = pick_branch(w, r);
         if (b < 0)
-            return cstl_error_set(d->err, CSTL_ESCHEMA, "writer type \"%s\" is not in the reader union",
+            return cstl_error_set(d->err, CSTL_ESCHEMA,
+                                  "writer type \"%s\" is not in the reader union",
                                   cstl_avro_node_describe(w));
         avro_value_t branch;
         if (avro_value_set_branch(v, b, &branch) != 0)
@@ -470,7 +501,8 @@ static int decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro
                               cstl_avro_node_describe(w), cstl_avro_node_describe(r));
     const unsigned char *p = NULL;
     switch (w->type) {
-    case CSTL_AVRO_NULL: return avro_value_set_null(v) ? avro_fail(d, "set null") : 0;
+    case CSTL_AVRO_NULL:
+        return avro_value_set_null(v) ? avro_fail(d, "set null") : 0;
     case CSTL_AVRO_BOOLEAN:
         if ((rc = take(d, 1, &p)) != 0)
             return rc;
@@ -478,28 +510,39 @@ static int decode(dec *d, const cstl_avro_node *w, const cstl_avro_node *r, avro
             return fail(d, "boolean is neither 0 nor 1");
         return avro_value_set_boolean(v, p[0]) ? avro_fail(d, "set a boolean") : 0;
     case CSTL_AVRO_INT:
-    case CSTL_AVRO_LONG: return decode_number(d, w, r, v);
+    case CSTL_AVRO_LONG:
+        return decode_number(d, w, r, v);
     case CSTL_AVRO_FLOAT:
-    case CSTL_AVRO_DOUBLE: return decode_float(d, w, r, v);
+    case CSTL_AVRO_DOUBLE:
+        return decode_float(d, w, r, v);
     case CSTL_AVRO_BYTES:
-    case CSTL_AVRO_STRING: return decode_string(d, r, v);
+    case CSTL_AVRO_STRING:
+        return decode_string(d, r, v);
     case CSTL_AVRO_FIXED:
         if (w->size != r->size)
             return cstl_error_set(d->err, CSTL_ESCHEMA, "fixed \"%s\" changed size", r->fullname);
         if ((rc = take(d, w->size, &p)) != 0)
             return rc;
         return avro_value_set_fixed(v, (void *)p, w->size) ? avro_fail(d, "set a fixed") : 0;
-    case CSTL_AVRO_ENUM: return decode_enum(d, w, r, v);
-    case CSTL_AVRO_RECORD: return decode_record(d, w, r, v, depth);
+    case CSTL_AVRO_ENUM:
+        return decode_enum(d, w, r, v);
+    case CSTL_AVRO_RECORD:
+        return decode_record(d, w, r, v, depth);
     case CSTL_AVRO_ARRAY:
-    case CSTL_AVRO_MAP: return decode_list(d, w, r, v, depth);
-    case CSTL_AVRO_UNION: break;
+    case CSTL_AVRO_MAP:
+        return decode_list(d, w, r, v, depth);
+    case CSTL_AVRO_UNION:
+        break;
     }
     return fail(d, "unknown writer type");
 }
 
-int cstl_codec_decode_raw(const void *data, size_t len, const cstl_avro_node *writer,
-                          const cstl_avro_node *reader, avro_value_t *out, cstl_error *err)
+int cstl_codec_decode_raw(const void *data,
+                          size_t len,
+                          const cstl_avro_node *writer,
+                          const cstl_avro_node *reader,
+                          avro_value_t *out,
+                          cstl_error *err)
 {
     if ((!data && len) || !writer || !reader || !out)
         return cstl_error_set(err, CSTL_EINVAL, "no input, schema or output value");

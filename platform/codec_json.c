@@ -40,26 +40,35 @@ static size_t path_push(jctx *c, const char *name, size_t index)
 static bool accepts(const cstl_avro_node *t, json_t *j)
 {
     switch (t->type) {
-    case CSTL_AVRO_NULL: return json_is_null(j);
-    case CSTL_AVRO_BOOLEAN: return json_is_boolean(j);
+    case CSTL_AVRO_NULL:
+        return json_is_null(j);
+    case CSTL_AVRO_BOOLEAN:
+        return json_is_boolean(j);
     case CSTL_AVRO_INT:
         return json_is_integer(j) && json_integer_value(j) >= INT32_MIN &&
                json_integer_value(j) <= INT32_MAX;
-    case CSTL_AVRO_LONG: return json_is_integer(j);
+    case CSTL_AVRO_LONG:
+        return json_is_integer(j);
     case CSTL_AVRO_FLOAT:
-    case CSTL_AVRO_DOUBLE: return json_is_number(j);
+    case CSTL_AVRO_DOUBLE:
+        return json_is_number(j);
     case CSTL_AVRO_STRING:
-    case CSTL_AVRO_BYTES: return json_is_string(j);
-    case CSTL_AVRO_FIXED: return json_is_string(j);
+    case CSTL_AVRO_BYTES:
+        return json_is_string(j);
+    case CSTL_AVRO_FIXED:
+        return json_is_string(j);
     case CSTL_AVRO_ENUM:
         for (size_t i = 0; json_is_string(j) && i < t->n_symbols; i++)
             if (strcmp(t->symbols[i], json_string_value(j)) == 0)
                 return true;
         return false;
     case CSTL_AVRO_RECORD:
-    case CSTL_AVRO_MAP: return json_is_object(j);
-    case CSTL_AVRO_ARRAY: return json_is_array(j);
-    case CSTL_AVRO_UNION: return false;
+    case CSTL_AVRO_MAP:
+        return json_is_object(j);
+    case CSTL_AVRO_ARRAY:
+        return json_is_array(j);
+    case CSTL_AVRO_UNION:
+        return false;
     }
     return false;
 }
@@ -88,8 +97,7 @@ static int latin1_bytes(jctx *c, json_t *j, unsigned char **out, size_t *len)
 
 static int from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *v, int depth);
 
-static int record_from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *v,
-                            int depth)
+static int record_from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *v, int depth)
 {
     if (!json_is_object(j))
         return jfail(c, "expected an object");
@@ -126,8 +134,7 @@ static int record_from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_va
     return 0;
 }
 
-static int union_from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *v,
-                           int depth)
+static int union_from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *v, int depth)
 {
     int b = -1;
     for (size_t i = 0; i < t->n_branches && b < 0; i++)
@@ -215,8 +222,10 @@ static int from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *
             if (strcmp(t->symbols[i], json_string_value(j)) == 0)
                 rc = avro_value_set_enum(v, (int)i);
         break;
-    case CSTL_AVRO_RECORD: return record_from_json(c, t, j, v, depth);
-    case CSTL_AVRO_UNION: return union_from_json(c, t, j, v, depth);
+    case CSTL_AVRO_RECORD:
+        return record_from_json(c, t, j, v, depth);
+    case CSTL_AVRO_UNION:
+        return union_from_json(c, t, j, v, depth);
     case CSTL_AVRO_ARRAY: {
         if (!json_is_array(j))
             return jfail(c, "expected an array");
@@ -256,7 +265,9 @@ static int from_json(jctx *c, const cstl_avro_node *t, json_t *j, avro_value_t *
     return rc ? jfail(c, "avro-c rejected the value") : 0;
 }
 
-int cstl_codec_value_from_json(const cstl_avro_node *node, json_t *json, avro_value_t *value,
+int cstl_codec_value_from_json(const cstl_avro_node *node,
+                               json_t *json,
+                               avro_value_t *value,
                                cstl_error *err)
 {
     if (!node || !json || !value)
@@ -290,7 +301,8 @@ static json_t *to_json(jctx *c, const cstl_avro_node *t, avro_value_t *v, int de
     }
     json_t *out = NULL;
     switch (t->type) {
-    case CSTL_AVRO_NULL: return json_null();
+    case CSTL_AVRO_NULL:
+        return json_null();
     case CSTL_AVRO_BOOLEAN: {
         int b = 0;
         avro_value_get_boolean(v, &b);

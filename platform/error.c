@@ -17,7 +17,8 @@ typedef struct error_entry {
 } error_entry;
 
 static const error_entry error_entries[] = {
-#define CSTL_ERROR_ENTRY_(name, value, klass, msg) {(value), CSTL_ECLASS_##klass, "CSTL_" #name, msg},
+#define CSTL_ERROR_ENTRY_(name, value, klass, msg)                                                 \
+    {(value), CSTL_ECLASS_##klass, "CSTL_" #name, msg},
     CSTL_ERROR_TABLE(CSTL_ERROR_ENTRY_)
 #undef CSTL_ERROR_ENTRY_
 };

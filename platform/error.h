@@ -69,9 +69,9 @@ typedef enum cstl_error_origin {
 #define CSTL_ERROR_DETAIL_MAX  512
 
 typedef struct cstl_error {
-    int code;                              /* a CSTL_E* value */
-    char message[CSTL_ERROR_MESSAGE_MAX];  /* what failed and why, lower case, no final period */
-    char detail[CSTL_ERROR_DETAIL_MAX];    /* optional: the offending value, a hint */
+    int code;                             /* a CSTL_E* value */
+    char message[CSTL_ERROR_MESSAGE_MAX]; /* what failed and why, lower case, no final period */
+    char detail[CSTL_ERROR_DETAIL_MAX];   /* optional: the offending value, a hint */
     cstl_error_origin origin;
     int origin_code;
     char origin_sqlstate[6];

@@ -23,8 +23,7 @@ int cstl_event_time_format(int64_t micros, char out[CSTL_EVENT_TIME_STRLEN + 1])
         return CSTL_EINVAL;
     char buf[64]; /* wide enough for any int, so the compiler can see nothing is cut */
     snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(micros % 1000000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(micros % 1000000));
     memcpy(out, buf, CSTL_EVENT_TIME_STRLEN);
     out[CSTL_EVENT_TIME_STRLEN] = '\0';
     return 0;
@@ -40,8 +39,8 @@ int cstl_event_time_parse(const char *text, int64_t *micros)
             return CSTL_EPARSE;
     struct tm tm = {0};
     int us = 0;
-    sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%6d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us);
+    sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%6d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+           &tm.tm_min, &tm.tm_sec, &us);
     int year = tm.tm_year, mon = tm.tm_mon, day = tm.tm_mday;
     if (year < 1970 || mon < 1 || mon > 12 || day < 1 || day > 31 || tm.tm_hour > 23 ||
         tm.tm_min > 59 || tm.tm_sec > 59)
@@ -76,8 +75,8 @@ static bool all_zero(const char *s, size_t n)
 bool cstl_event_traceparent_valid(const char *t)
 {
     return t && strlen(t) == 55 && t[0] == '0' && t[1] == '0' && t[2] == '-' && t[35] == '-' &&
-           t[52] == '-' && lower_hex(t + 3, 32) && lower_hex(t + 36, 16) &&
-           lower_hex(t + 53, 2) && !all_zero(t + 3, 32) && !all_zero(t + 36, 16);
+           t[52] == '-' && lower_hex(t + 3, 32) && lower_hex(t + 36, 16) && lower_hex(t + 53, 2) &&
+           !all_zero(t + 3, 32) && !all_zero(t + 36, 16);
 }
 
 static bool text_ok(const char *s)
@@ -96,8 +95,7 @@ static int bad(cstl_error *err, int code, const char *name, const char *value)
     return cstl_error_set(err, code, "invalid %s header \"%.64s\"", name, value);
 }
 
-int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hdrs,
-                             cstl_error *err)
+int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hdrs, cstl_error *err)
 {
     char time[CSTL_EVENT_TIME_STRLEN + 1], version[24];
     if (!h || !hdrs)
@@ -124,26 +122,36 @@ int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hd
         return bad(err, CSTL_EINVAL, "traceparent", h->traceparent);
     snprintf(version, sizeof version, "%" PRId64, h->version);
     const char *pairs[][2] = {
-        {"ce_specversion", "1.0"}, {"ce_id", h->id},
-        {"ce_source", h->source},  {"ce_type", h->type},
-        {"ce_time", time},         {"ce_subject", h->subject},
+        {"ce_specversion", "1.0"},
+        {"ce_id", h->id},
+        {"ce_source", h->source},
+        {"ce_type", h->type},
+        {"ce_time", time},
+        {"ce_subject", h->subject},
         {"content-type", CSTL_EVENT_CONTENT_TYPE},
-        {"cstl_tenant", h->tenant}, {"cstl_version", version},
-        {"cstl_causation", h->causation}, {"cstl_correlation", h->correlation},
+        {"cstl_tenant", h->tenant},
+        {"cstl_version", version},
+        {"cstl_causation", h->causation},
+        {"cstl_correlation", h->correlation},
         {"traceparent", h->traceparent},
     };
     for (size_t i = 0; i < CSTL_ARRAY_LEN(pairs); i++) {
         if (!pairs[i][1][0])
             continue;
-        if (rd_kafka_header_add(hdrs, pairs[i][0], -1, pairs[i][1], -1) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (rd_kafka_header_add(hdrs, pairs[i][0], -1, pairs[i][1], -1) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
             return cstl_error_set(err, CSTL_EINVAL, "cannot add header \"%s\"", pairs[i][0]);
     }
     return 0;
 }
 
 /* Copies header name into out (size cap bytes incl. NUL). Returns 0, 1 when absent, or an error. */
-static int get(const rd_kafka_headers_t *hdrs, const char *name, char *out, size_t cap,
-               bool required, cstl_error *err)
+static int get(const rd_kafka_headers_t *hdrs,
+               const char *name,
+               char *out,
+               size_t cap,
+               bool required,
+               cstl_error *err)
 {
     const void *v = NULL;
     size_t n = 0;
@@ -163,8 +171,7 @@ static int get(const rd_kafka_headers_t *hdrs, const char *name, char *out, size
     return 0;
 }
 
-int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs, cstl_event_headers *h,
-                             cstl_error *err)
+int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs, cstl_event_headers *h, cstl_error *err)
 {
     char buf[CSTL_EVENT_HEADER_MAX + 1];
     int rc;

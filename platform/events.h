@@ -25,10 +25,11 @@
 #include "platform/id.h"
 
 #include <librdkafka/rdkafka.h>
+
 #include <stdint.h>
 
-#define CSTL_EVENT_HEADER_MAX  255 /* bytes of any one header value */
-#define CSTL_EVENT_TIME_STRLEN 27  /* "2026-11-21T23:41:03.123456Z" */
+#define CSTL_EVENT_HEADER_MAX   255 /* bytes of any one header value */
+#define CSTL_EVENT_TIME_STRLEN  27  /* "2026-11-21T23:41:03.123456Z" */
 #define CSTL_EVENT_CONTENT_TYPE "application/avro"
 
 typedef struct cstl_event_headers {
@@ -49,7 +50,8 @@ typedef struct cstl_event_headers {
  * ownership, also on failure, when some headers may have been added). Validates every field first
  * and returns CSTL_EINVAL naming the first bad one, with its value quoted.
  */
-int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hdrs,
+int cstl_event_headers_build(const cstl_event_headers *h,
+                             rd_kafka_headers_t *hdrs,
                              cstl_error *err);
 
 /*
@@ -57,7 +59,8 @@ int cstl_event_headers_build(const cstl_event_headers *h, rd_kafka_headers_t *hd
  * CSTL_EDECODE naming a missing or invalid header (values quoted, truncated), or CSTL_ETOOBIG for
  * a value over CSTL_EVENT_HEADER_MAX bytes. When a header repeats, the last one counts.
  */
-int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs, cstl_event_headers *out,
+int cstl_event_headers_parse(const rd_kafka_headers_t *hdrs,
+                             cstl_event_headers *out,
                              cstl_error *err);
 
 /* Formats UTC microseconds as RFC 3339 with microseconds into out. Returns 0 or CSTL_EINVAL for a

@@ -9,7 +9,6 @@
  * callback runs on its internal threads and only calls cstl_log, which is thread-safe.
  */
 #include "platform/kafka_internal.h"
-
 #include "platform/log.h"
 
 #include <stdio.h>
@@ -67,8 +66,8 @@ static int code_class(rd_kafka_resp_err_t code)
     }
 }
 
-static int fill(cstl_error *err, int code, rd_kafka_resp_err_t kcode, const char *context,
-                const char *kmsg)
+static int
+fill(cstl_error *err, int code, rd_kafka_resp_err_t kcode, const char *context, const char *kmsg)
 {
     if (err == NULL)
         return code;
@@ -111,7 +110,9 @@ int cstl_kafka_error_take(cstl_error *err, rd_kafka_error_t *kerr, const char *c
     return code;
 }
 
-int cstl_kafka_error_from_handle(cstl_error *err, rd_kafka_t *rk, rd_kafka_resp_err_t code,
+int cstl_kafka_error_from_handle(cstl_error *err,
+                                 rd_kafka_t *rk,
+                                 rd_kafka_resp_err_t code,
                                  const char *context)
 {
     if (code == RD_KAFKA_RESP_ERR__FATAL && rk != NULL) {
@@ -241,8 +242,8 @@ void cstl_kafka_conf_free(cstl_kafka_conf *conf)
     free(conf);
 }
 
-rd_kafka_conf_t *cstl_kafka_conf_build(const cstl_kafka_conf *conf, const char *const *defaults,
-                                       cstl_error *err)
+rd_kafka_conf_t *
+cstl_kafka_conf_build(const cstl_kafka_conf *conf, const char *const *defaults, cstl_error *err)
 {
     if (conf == NULL) {
         cstl_error_set(err, CSTL_EINVAL, "kafka configuration is missing");
@@ -277,8 +278,8 @@ static uint32_t murmur2(const unsigned char *data, size_t len)
     size_t blocks = len / 4;
     for (size_t i = 0; i < blocks; i++) {
         const unsigned char *b = data + i * 4;
-        uint32_t k = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                     (uint32_t)b[3] << 24;
+        uint32_t k =
+            (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
         k *= m;
         k ^= k >> r;
         k *= m;
@@ -319,7 +320,7 @@ int32_t cstl_kafka_partition_for_key(const void *key, size_t len, int32_t partit
 struct cstl_kafka_producer {
     rd_kafka_t *rk;
     bool transactional;
-    int pending_code;         /* first failed delivery without a callback since the last flush */
+    int pending_code; /* first failed delivery without a callback since the last flush */
     cstl_error pending_error;
 };
 
@@ -327,7 +328,7 @@ struct cstl_kafka_producer {
 typedef struct delivery_slot {
     cstl_kafka_delivery_cb cb;
     void *opaque;
-    bool waiting;   /* a send_wait caller is polling for this slot */
+    bool waiting; /* a send_wait caller is polling for this slot */
     bool done;
     bool abandoned; /* the waiter timed out: the report frees the slot */
     int code;
@@ -377,20 +378,25 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     free(slot);
 }
 
-static cstl_kafka_producer *producer_new(const cstl_kafka_conf *conf, const char *txn_id,
-                                         cstl_error *err)
+static cstl_kafka_producer *
+producer_new(const cstl_kafka_conf *conf, const char *txn_id, cstl_error *err)
 {
     /* acks=all with idempotence: a record is acknowledged once every in-sync replica has it, and
      * retries can neither duplicate nor reorder it. murmur2_random matches Java's partitioner for
      * keyed records. */
     const char *defaults[] = {
-        "enable.idempotence", "true",
-        "acks", "all",
-        "partitioner", "murmur2_random",
-        "linger.ms", "5",
+        "enable.idempotence",
+        "true",
+        "acks",
+        "all",
+        "partitioner",
+        "murmur2_random",
+        "linger.ms",
+        "5",
         /* A crashed owner's open transaction blocks read_committed readers of its partitions
          * until this timeout, unless a successor fences it first (which it does on start). */
-        txn_id != NULL ? "transaction.timeout.ms" : NULL, "60000",
+        txn_id != NULL ? "transaction.timeout.ms" : NULL,
+        "60000",
         NULL,
     };
     rd_kafka_conf_t *rc = cstl_kafka_conf_build(conf, defaults, err);
@@ -421,7 +427,8 @@ cstl_kafka_producer *cstl_kafka_producer_new(const cstl_kafka_conf *conf, cstl_e
 }
 
 cstl_kafka_producer *cstl_kafka_txn_producer_new(const cstl_kafka_conf *conf,
-                                                 const char *transactional_id, cstl_error *err)
+                                                 const char *transactional_id,
+                                                 cstl_error *err)
 {
     if (transactional_id == NULL || *transactional_id == '\0') {
         cstl_error_set(err, CSTL_EINVAL, "transactional id is not set");
@@ -430,9 +437,16 @@ cstl_kafka_producer *cstl_kafka_txn_producer_new(const cstl_kafka_conf *conf,
     return producer_new(conf, transactional_id, err);
 }
 
-static int send_slot(cstl_kafka_producer *p, const char *topic, int32_t partition,
-                     const void *key, size_t key_len, const void *value, size_t value_len,
-                     rd_kafka_headers_t *headers, delivery_slot *slot, cstl_error *err)
+static int send_slot(cstl_kafka_producer *p,
+                     const char *topic,
+                     int32_t partition,
+                     const void *key,
+                     size_t key_len,
+                     const void *value,
+                     size_t value_len,
+                     rd_kafka_headers_t *headers,
+                     delivery_slot *slot,
+                     cstl_error *err)
 {
     if (p == NULL || topic == NULL || *topic == '\0')
         return cstl_error_set(err, CSTL_EINVAL, "kafka send needs a producer and a topic");
@@ -443,16 +457,16 @@ static int send_slot(cstl_kafka_producer *p, const char *topic, int32_t partitio
     void *mutable_value = (void *)(uintptr_t)value;
     /* RD_KAFKA_V_HEADERS must not be given NULL headers. */
     if (headers != NULL)
-        rc = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                               RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(mutable_value, value_len),
-                               RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(slot),
-                               RD_KAFKA_V_END);
+        rc = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+            RD_KAFKA_V_VALUE(mutable_value, value_len), RD_KAFKA_V_HEADERS(headers),
+            RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
     else
-        rc = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                               RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(mutable_value, value_len),
-                               RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+        rc = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+            RD_KAFKA_V_VALUE(mutable_value, value_len), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
     if (rc != RD_KAFKA_RESP_ERR_NO_ERROR) {
         char context[300];
         snprintf(context, sizeof(context), "cannot send record to \"%s\"", topic);
@@ -465,9 +479,16 @@ static int send_slot(cstl_kafka_producer *p, const char *topic, int32_t partitio
     return 0;
 }
 
-int cstl_kafka_producer_send(cstl_kafka_producer *p, const char *topic, int32_t partition,
-                             const void *key, size_t key_len, const void *value, size_t value_len,
-                             rd_kafka_headers_t *headers, cstl_kafka_delivery_cb cb, void *opaque,
+int cstl_kafka_producer_send(cstl_kafka_producer *p,
+                             const char *topic,
+                             int32_t partition,
+                             const void *key,
+                             size_t key_len,
+                             const void *value,
+                             size_t value_len,
+                             rd_kafka_headers_t *headers,
+                             cstl_kafka_delivery_cb cb,
+                             void *opaque,
                              cstl_error *err)
 {
     delivery_slot *slot = NULL;
@@ -489,10 +510,18 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int cstl_kafka_producer_send_wait(cstl_kafka_producer *p, const char *topic, int32_t partition,
-                                  const void *key, size_t key_len, const void *value,
-                                  size_t value_len, rd_kafka_headers_t *headers, int timeout_ms,
-                                  int32_t *partition_out, int64_t *offset_out, cstl_error *err)
+int cstl_kafka_producer_send_wait(cstl_kafka_producer *p,
+                                  const char *topic,
+                                  int32_t partition,
+                                  const void *key,
+                                  size_t key_len,
+                                  const void *value,
+                                  size_t value_len,
+                                  rd_kafka_headers_t *headers,
+                                  int timeout_ms,
+                                  int32_t *partition_out,
+                                  int64_t *offset_out,
+                                  cstl_error *err)
 {
     delivery_slot *slot = cstl_xcalloc(1, sizeof(*slot));
     slot->waiting = true;
@@ -551,8 +580,7 @@ int cstl_kafka_producer_flush(cstl_kafka_producer *p, int timeout_ms, cstl_error
         return cstl_error_set(err, CSTL_EINVAL, "kafka flush needs a producer");
     rd_kafka_resp_err_t rc = rd_kafka_flush(p->rk, timeout_ms);
     if (rc == RD_KAFKA_RESP_ERR__TIMED_OUT)
-        return cstl_error_set(err, CSTL_ETIMEDOUT,
-                              "%d records still undelivered after %d ms",
+        return cstl_error_set(err, CSTL_ETIMEDOUT, "%d records still undelivered after %d ms",
                               rd_kafka_outq_len(p->rk), timeout_ms);
     return take_pending(p, err);
 }
@@ -585,7 +613,8 @@ int cstl_kafka_producer_begin(cstl_kafka_producer *p, cstl_error *err)
 int cstl_kafka_producer_send_offsets(cstl_kafka_producer *p,
                                      const rd_kafka_topic_partition_list_t *offsets,
                                      const rd_kafka_consumer_group_metadata_t *group,
-                                     int timeout_ms, cstl_error *err)
+                                     int timeout_ms,
+                                     cstl_error *err)
 {
     int rc = need_txn(p, err, "send offsets to the transaction");
     if (rc != 0)

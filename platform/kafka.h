@@ -21,6 +21,7 @@
 #include "platform/error.h"
 
 #include <librdkafka/rdkafka.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -90,8 +91,8 @@ typedef struct cstl_kafka_producer cstl_kafka_producer;
 typedef struct cstl_kafka_delivery {
     const char *topic;
     int32_t partition;
-    int64_t offset;         /* -1 when unknown or on failure */
-    int code;               /* 0 or a CSTL_E* code */
+    int64_t offset;          /* -1 when unknown or on failure */
+    int code;                /* 0 or a CSTL_E* code */
     const cstl_error *error; /* NULL on success */
 } cstl_kafka_delivery;
 
@@ -110,7 +111,8 @@ cstl_kafka_producer *cstl_kafka_producer_new(const cstl_kafka_conf *conf, cstl_e
  * Returns NULL and fills err on failure. Owned by the caller: cstl_kafka_producer_free.
  */
 cstl_kafka_producer *cstl_kafka_txn_producer_new(const cstl_kafka_conf *conf,
-                                                 const char *transactional_id, cstl_error *err);
+                                                 const char *transactional_id,
+                                                 cstl_error *err);
 
 /*
  * Queues one record. topic: borrowed for the call. partition: >= 0 or CSTL_KAFKA_PARTITION_UA.
@@ -120,9 +122,16 @@ cstl_kafka_producer *cstl_kafka_txn_producer_new(const cstl_kafka_conf *conf,
  * the next cstl_kafka_producer_flush. Returns 0 once queued, CSTL_EKAFKA when the local queue is
  * full (poll or flush and retry), or another code from cstl_kafka_error_from_code.
  */
-int cstl_kafka_producer_send(cstl_kafka_producer *p, const char *topic, int32_t partition,
-                             const void *key, size_t key_len, const void *value, size_t value_len,
-                             rd_kafka_headers_t *headers, cstl_kafka_delivery_cb cb, void *opaque,
+int cstl_kafka_producer_send(cstl_kafka_producer *p,
+                             const char *topic,
+                             int32_t partition,
+                             const void *key,
+                             size_t key_len,
+                             const void *value,
+                             size_t value_len,
+                             rd_kafka_headers_t *headers,
+                             cstl_kafka_delivery_cb cb,
+                             void *opaque,
                              cstl_error *err);
 
 /*
@@ -132,10 +141,18 @@ int cstl_kafka_producer_send(cstl_kafka_producer *p, const char *topic, int32_t 
  * CSTL_ETIMEDOUT (the record may still be delivered later). Not for transactional producers,
  * whose records are only visible once committed.
  */
-int cstl_kafka_producer_send_wait(cstl_kafka_producer *p, const char *topic, int32_t partition,
-                                  const void *key, size_t key_len, const void *value,
-                                  size_t value_len, rd_kafka_headers_t *headers, int timeout_ms,
-                                  int32_t *partition_out, int64_t *offset_out, cstl_error *err);
+int cstl_kafka_producer_send_wait(cstl_kafka_producer *p,
+                                  const char *topic,
+                                  int32_t partition,
+                                  const void *key,
+                                  size_t key_len,
+                                  const void *value,
+                                  size_t value_len,
+                                  rd_kafka_headers_t *headers,
+                                  int timeout_ms,
+                                  int32_t *partition_out,
+                                  int64_t *offset_out,
+                                  cstl_error *err);
 
 /* Serves delivery callbacks and error events for up to timeout_ms. Returns how many were served. */
 int cstl_kafka_producer_poll(cstl_kafka_producer *p, int timeout_ms);
@@ -152,8 +169,7 @@ int cstl_kafka_producer_flush(cstl_kafka_producer *p, int timeout_ms, cstl_error
  * and aborting their open transaction. Call once, before cstl_kafka_producer_begin. Retriable
  * failures (CSTL_EKAFKA, CSTL_ETIMEDOUT) may be retried with the same handle.
  */
-int cstl_kafka_producer_init_transactions(cstl_kafka_producer *p, int timeout_ms,
-                                          cstl_error *err);
+int cstl_kafka_producer_init_transactions(cstl_kafka_producer *p, int timeout_ms, cstl_error *err);
 
 /* Begins a transaction. Returns 0 or a code of cstl_kafka_error_from. */
 int cstl_kafka_producer_begin(cstl_kafka_producer *p, cstl_error *err);
@@ -166,7 +182,8 @@ int cstl_kafka_producer_begin(cstl_kafka_producer *p, cstl_error *err);
 int cstl_kafka_producer_send_offsets(cstl_kafka_producer *p,
                                      const rd_kafka_topic_partition_list_t *offsets,
                                      const rd_kafka_consumer_group_metadata_t *group,
-                                     int timeout_ms, cstl_error *err);
+                                     int timeout_ms,
+                                     cstl_error *err);
 
 /*
  * Commits the open transaction, first flushing its records (delivery callbacks run here).
@@ -205,7 +222,8 @@ typedef enum cstl_kafka_rebalance_event {
  * list is then assigned. partitions is borrowed for the call. A non-zero return on assignment
  * leaves the partitions unassigned, and that code is returned by the next cstl_kafka_consumer_poll.
  */
-typedef int (*cstl_kafka_rebalance_cb)(void *opaque, cstl_kafka_consumer *consumer,
+typedef int (*cstl_kafka_rebalance_cb)(void *opaque,
+                                       cstl_kafka_consumer *consumer,
                                        cstl_kafka_rebalance_event event,
                                        rd_kafka_topic_partition_list_t *partitions);
 
@@ -216,12 +234,16 @@ typedef int (*cstl_kafka_rebalance_cb)(void *opaque, cstl_kafka_consumer *consum
  * hook (may be NULL) is called on rebalances with opaque. Copies conf and group_id. Returns NULL
  * and fills err on failure. Owned by the caller: cstl_kafka_consumer_close.
  */
-cstl_kafka_consumer *cstl_kafka_consumer_new(const cstl_kafka_conf *conf, const char *group_id,
-                                             cstl_kafka_rebalance_cb hook, void *opaque,
+cstl_kafka_consumer *cstl_kafka_consumer_new(const cstl_kafka_conf *conf,
+                                             const char *group_id,
+                                             cstl_kafka_rebalance_cb hook,
+                                             void *opaque,
                                              cstl_error *err);
 
 /* Subscribes to topics (n names, borrowed), replacing an earlier subscription. */
-int cstl_kafka_consumer_subscribe(cstl_kafka_consumer *c, const char *const *topics, size_t n,
+int cstl_kafka_consumer_subscribe(cstl_kafka_consumer *c,
+                                  const char *const *topics,
+                                  size_t n,
                                   cstl_error *err);
 
 /*
@@ -229,7 +251,8 @@ int cstl_kafka_consumer_subscribe(cstl_kafka_consumer *c, const char *const *top
  * offset, RD_KAFKA_OFFSET_BEGINNING or RD_KAFKA_OFFSET_END). partitions is borrowed.
  */
 int cstl_kafka_consumer_assign(cstl_kafka_consumer *c,
-                               const rd_kafka_topic_partition_list_t *partitions, cstl_error *err);
+                               const rd_kafka_topic_partition_list_t *partitions,
+                               cstl_error *err);
 
 /*
  * Waits up to timeout_ms for a record. Returns 0 with *out set to a record, owned by the caller
@@ -238,19 +261,27 @@ int cstl_kafka_consumer_assign(cstl_kafka_consumer *c,
  * retriable one (CSTL_EKAFKA) is informational, librdkafka keeps retrying; CSTL_EKAFKA_FATAL
  * means close the consumer. Also returns a failure of the rebalance hook.
  */
-int cstl_kafka_consumer_poll(cstl_kafka_consumer *c, int timeout_ms, rd_kafka_message_t **out,
+int cstl_kafka_consumer_poll(cstl_kafka_consumer *c,
+                             int timeout_ms,
+                             rd_kafka_message_t **out,
                              cstl_error *err);
 
 /*
  * Queries the broker for a partition's low and high watermarks. For a read_committed consumer the
  * high one is the last stable offset: records at and after it are not readable yet.
  */
-int cstl_kafka_consumer_watermarks(cstl_kafka_consumer *c, const char *topic, int32_t partition,
-                                   int64_t *low, int64_t *high, int timeout_ms, cstl_error *err);
+int cstl_kafka_consumer_watermarks(cstl_kafka_consumer *c,
+                                   const char *topic,
+                                   int32_t partition,
+                                   int64_t *low,
+                                   int64_t *high,
+                                   int timeout_ms,
+                                   cstl_error *err);
 
 /* Fills each entry's offset with the group's committed offset (RD_KAFKA_OFFSET_INVALID if none). */
 int cstl_kafka_consumer_committed(cstl_kafka_consumer *c,
-                                  rd_kafka_topic_partition_list_t *partitions, int timeout_ms,
+                                  rd_kafka_topic_partition_list_t *partitions,
+                                  int timeout_ms,
                                   cstl_error *err);
 
 /*
@@ -296,17 +327,21 @@ void cstl_kafka_admin_free(cstl_kafka_admin *a);
  * to *created and *existing (each may be NULL). Every topic is tried; the first error is
  * returned.
  */
-int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_spec *specs,
-                                   size_t n, int timeout_ms, size_t *created, size_t *existing,
+int cstl_kafka_admin_create_topics(cstl_kafka_admin *a,
+                                   const cstl_kafka_topic_spec *specs,
+                                   size_t n,
+                                   int timeout_ms,
+                                   size_t *created,
+                                   size_t *existing,
                                    cstl_error *err);
 
 /* Deletes n topics (names borrowed); a topic that does not exist is not an error. */
-int cstl_kafka_admin_delete_topics(cstl_kafka_admin *a, const char *const *names, size_t n,
-                                   int timeout_ms, cstl_error *err);
+int cstl_kafka_admin_delete_topics(
+    cstl_kafka_admin *a, const char *const *names, size_t n, int timeout_ms, cstl_error *err);
 
 /* Stores a topic's partition count in *out; CSTL_ENOTFOUND when the topic does not exist. */
-int cstl_kafka_admin_partition_count(cstl_kafka_admin *a, const char *topic, int timeout_ms,
-                                     int32_t *out, cstl_error *err);
+int cstl_kafka_admin_partition_count(
+    cstl_kafka_admin *a, const char *topic, int timeout_ms, int32_t *out, cstl_error *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Partitioner

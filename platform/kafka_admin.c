@@ -68,8 +68,8 @@ static int32_t md_partitions(const rd_kafka_metadata_t *md, const char *topic)
     return 0;
 }
 
-static int fetch_metadata(cstl_kafka_admin *a, int timeout_ms, const rd_kafka_metadata_t **md,
-                          cstl_error *err)
+static int
+fetch_metadata(cstl_kafka_admin *a, int timeout_ms, const rd_kafka_metadata_t **md, cstl_error *err)
 {
     rd_kafka_resp_err_t rc = rd_kafka_metadata(a->rk, 1, NULL, md, timeout_ms < 1 ? 1 : timeout_ms);
     if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -77,8 +77,8 @@ static int fetch_metadata(cstl_kafka_admin *a, int timeout_ms, const rd_kafka_me
     return 0;
 }
 
-int cstl_kafka_admin_partition_count(cstl_kafka_admin *a, const char *topic, int timeout_ms,
-                                     int32_t *out, cstl_error *err)
+int cstl_kafka_admin_partition_count(
+    cstl_kafka_admin *a, const char *topic, int timeout_ms, int32_t *out, cstl_error *err)
 {
     if (a == NULL || topic == NULL || out == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "partition count needs an admin and a topic");
@@ -100,12 +100,13 @@ int cstl_kafka_admin_partition_count(cstl_kafka_admin *a, const char *topic, int
 }
 
 /* Waits for an admin result event of type want on q until the deadline. */
-static rd_kafka_event_t *wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want,
-                                     int64_t deadline)
+static rd_kafka_event_t *
+wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want, int64_t deadline)
 {
     for (;;) {
         int64_t left = deadline - now_ms();
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 1 ? 1 : (int)(left > 1000 ? 1000 : left));
+        rd_kafka_event_t *ev =
+            rd_kafka_queue_poll(q, left < 1 ? 1 : (int)(left > 1000 ? 1000 : left));
         if (ev != NULL && rd_kafka_event_type(ev) == want)
             return ev;
         if (ev != NULL)
@@ -115,8 +116,8 @@ static rd_kafka_event_t *wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t 
     }
 }
 
-static rd_kafka_AdminOptions_t *admin_options(cstl_kafka_admin *a, rd_kafka_admin_op_t op,
-                                              int timeout_ms)
+static rd_kafka_AdminOptions_t *
+admin_options(cstl_kafka_admin *a, rd_kafka_admin_op_t op, int timeout_ms)
 {
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(a->rk, op);
     char errstr[256];
@@ -126,8 +127,8 @@ static rd_kafka_AdminOptions_t *admin_options(cstl_kafka_admin *a, rd_kafka_admi
 }
 
 /* Waits until every topic in names (n, with partitions[i] each) is in the metadata with leaders. */
-static int wait_visible(cstl_kafka_admin *a, const char *const *names, size_t n, int64_t deadline,
-                        cstl_error *err)
+static int wait_visible(
+    cstl_kafka_admin *a, const char *const *names, size_t n, int64_t deadline, cstl_error *err)
 {
     const char *missing = names[0];
     for (;;) {
@@ -158,8 +159,12 @@ static int wait_visible(cstl_kafka_admin *a, const char *const *names, size_t n,
     }
 }
 
-int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_spec *specs,
-                                   size_t n, int timeout_ms, size_t *created, size_t *existing,
+int cstl_kafka_admin_create_topics(cstl_kafka_admin *a,
+                                   const cstl_kafka_topic_spec *specs,
+                                   size_t n,
+                                   int timeout_ms,
+                                   size_t *created,
+                                   size_t *existing,
                                    cstl_error *err)
 {
     if (created != NULL)
@@ -199,10 +204,9 @@ int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_s
             rd_kafka_resp_err_t rc =
                 rd_kafka_NewTopic_set_config(topics[i], s->config[k], s->config[k + 1]);
             if (rc != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                first = cstl_error_set(err, CSTL_EINVAL,
-                                       "invalid config \"%s\" = \"%s\" of topic \"%s\"",
-                                       s->config[k], s->config[k + 1] ? s->config[k + 1] : "",
-                                       s->name);
+                first = cstl_error_set(
+                    err, CSTL_EINVAL, "invalid config \"%s\" = \"%s\" of topic \"%s\"",
+                    s->config[k], s->config[k + 1] ? s->config[k + 1] : "", s->name);
                 goto done;
             }
         }
@@ -213,8 +217,8 @@ int cstl_kafka_admin_create_topics(cstl_kafka_admin *a, const cstl_kafka_topic_s
     rd_kafka_CreateTopics(a->rk, topics, n, opts, q);
     ev = wait_result(q, RD_KAFKA_EVENT_CREATETOPICS_RESULT, deadline + 1000);
     if (ev == NULL) {
-        first = cstl_error_set(err, CSTL_ETIMEDOUT, "creating %zu topics timed out after %d ms",
-                               n, timeout_ms);
+        first = cstl_error_set(err, CSTL_ETIMEDOUT, "creating %zu topics timed out after %d ms", n,
+                               timeout_ms);
         goto done;
     }
     if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -293,8 +297,8 @@ done:
     return first;
 }
 
-int cstl_kafka_admin_delete_topics(cstl_kafka_admin *a, const char *const *names, size_t n,
-                                   int timeout_ms, cstl_error *err)
+int cstl_kafka_admin_delete_topics(
+    cstl_kafka_admin *a, const char *const *names, size_t n, int timeout_ms, cstl_error *err)
 {
     if (a == NULL || (names == NULL && n > 0))
         return cstl_error_set(err, CSTL_EINVAL, "topic deletion needs an admin and topics");
@@ -310,8 +314,8 @@ int cstl_kafka_admin_delete_topics(cstl_kafka_admin *a, const char *const *names
         wait_result(q, RD_KAFKA_EVENT_DELETETOPICS_RESULT, now_ms() + timeout_ms + 1000);
     int first = 0;
     if (ev == NULL) {
-        first = cstl_error_set(err, CSTL_ETIMEDOUT, "deleting %zu topics timed out after %d ms",
-                               n, timeout_ms);
+        first = cstl_error_set(err, CSTL_ETIMEDOUT, "deleting %zu topics timed out after %d ms", n,
+                               timeout_ms);
     } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         first = cstl_kafka_error_from_code(err, rd_kafka_event_error(ev), "cannot delete topics");
     } else {

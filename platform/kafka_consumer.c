@@ -39,8 +39,10 @@ static void record_failure(cstl_kafka_consumer *c, int code, const cstl_error *e
         cstl_error_set(&c->hook_error, code, "rebalance failed");
 }
 
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t what,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+static void on_rebalance(rd_kafka_t *rk,
+                         rd_kafka_resp_err_t what,
+                         rd_kafka_topic_partition_list_t *parts,
+                         void *opaque)
 {
     cstl_kafka_consumer *c = opaque;
     bool coop = cooperative(rk);
@@ -82,8 +84,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t what,
     }
 }
 
-cstl_kafka_consumer *cstl_kafka_consumer_new(const cstl_kafka_conf *conf, const char *group_id,
-                                             cstl_kafka_rebalance_cb hook, void *opaque,
+cstl_kafka_consumer *cstl_kafka_consumer_new(const cstl_kafka_conf *conf,
+                                             const char *group_id,
+                                             cstl_kafka_rebalance_cb hook,
+                                             void *opaque,
                                              cstl_error *err)
 {
     if (group_id == NULL || *group_id == '\0') {
@@ -95,13 +99,20 @@ cstl_kafka_consumer *cstl_kafka_consumer_new(const cstl_kafka_conf *conf, const 
      * rebalance only moves the partitions that must move, so members keep the aggregate state
      * they restored for the others. */
     const char *defaults[] = {
-        "group.id", group_id,
-        "isolation.level", "read_committed",
-        "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false",
-        "auto.offset.reset", "earliest",
-        "partition.assignment.strategy", "cooperative-sticky",
-        "enable.partition.eof", "false",
+        "group.id",
+        group_id,
+        "isolation.level",
+        "read_committed",
+        "enable.auto.commit",
+        "false",
+        "enable.auto.offset.store",
+        "false",
+        "auto.offset.reset",
+        "earliest",
+        "partition.assignment.strategy",
+        "cooperative-sticky",
+        "enable.partition.eof",
+        "false",
         NULL,
     };
     rd_kafka_conf_t *rc = cstl_kafka_conf_build(conf, defaults, err);
@@ -125,7 +136,9 @@ cstl_kafka_consumer *cstl_kafka_consumer_new(const cstl_kafka_conf *conf, const 
     return c;
 }
 
-int cstl_kafka_consumer_subscribe(cstl_kafka_consumer *c, const char *const *topics, size_t n,
+int cstl_kafka_consumer_subscribe(cstl_kafka_consumer *c,
+                                  const char *const *topics,
+                                  size_t n,
                                   cstl_error *err)
 {
     if (c == NULL || topics == NULL || n == 0)
@@ -146,7 +159,8 @@ int cstl_kafka_consumer_subscribe(cstl_kafka_consumer *c, const char *const *top
 }
 
 int cstl_kafka_consumer_assign(cstl_kafka_consumer *c,
-                               const rd_kafka_topic_partition_list_t *partitions, cstl_error *err)
+                               const rd_kafka_topic_partition_list_t *partitions,
+                               cstl_error *err)
 {
     if (c == NULL || partitions == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "kafka assignment needs a partition list");
@@ -156,7 +170,9 @@ int cstl_kafka_consumer_assign(cstl_kafka_consumer *c,
     return 0;
 }
 
-int cstl_kafka_consumer_poll(cstl_kafka_consumer *c, int timeout_ms, rd_kafka_message_t **out,
+int cstl_kafka_consumer_poll(cstl_kafka_consumer *c,
+                             int timeout_ms,
+                             rd_kafka_message_t **out,
                              cstl_error *err)
 {
     *out = NULL;
@@ -200,8 +216,13 @@ int cstl_kafka_consumer_poll(cstl_kafka_consumer *c, int timeout_ms, rd_kafka_me
     return rc;
 }
 
-int cstl_kafka_consumer_watermarks(cstl_kafka_consumer *c, const char *topic, int32_t partition,
-                                   int64_t *low, int64_t *high, int timeout_ms, cstl_error *err)
+int cstl_kafka_consumer_watermarks(cstl_kafka_consumer *c,
+                                   const char *topic,
+                                   int32_t partition,
+                                   int64_t *low,
+                                   int64_t *high,
+                                   int timeout_ms,
+                                   cstl_error *err)
 {
     if (c == NULL || topic == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "watermarks need a consumer and a topic");
@@ -222,7 +243,8 @@ int cstl_kafka_consumer_watermarks(cstl_kafka_consumer *c, const char *topic, in
 }
 
 int cstl_kafka_consumer_committed(cstl_kafka_consumer *c,
-                                  rd_kafka_topic_partition_list_t *partitions, int timeout_ms,
+                                  rd_kafka_topic_partition_list_t *partitions,
+                                  int timeout_ms,
                                   cstl_error *err)
 {
     if (c == NULL || partitions == NULL)

@@ -98,11 +98,12 @@ static int reserved_key(const char *key)
            strcmp(key, "msg") == 0;
 }
 
-static void log_emit(cstl_log_level level, const char *component, json_t *fields, const char *fmt,
-                     va_list ap) __attribute__((format(printf, 4, 0)));
+static void
+log_emit(cstl_log_level level, const char *component, json_t *fields, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
-static void log_emit(cstl_log_level level, const char *component, json_t *fields, const char *fmt,
-                     va_list ap)
+static void
+log_emit(cstl_log_level level, const char *component, json_t *fields, const char *fmt, va_list ap)
 {
     char ts[40];
     char msg[2048];
@@ -153,8 +154,8 @@ void cstl_log(cstl_log_level level, const char *component, const char *fmt, ...)
     va_end(ap);
 }
 
-void cstl_log_fields(cstl_log_level level, const char *component, json_t *fields, const char *fmt,
-                     ...)
+void cstl_log_fields(
+    cstl_log_level level, const char *component, json_t *fields, const char *fmt, ...)
 {
     if (cstl_log_enabled(level)) {
         va_list ap;

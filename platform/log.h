@@ -36,7 +36,8 @@ int cstl_log_parse_level(const char *text, cstl_log_level *out);
 /* Name of a level ("info"). Static. */
 const char *cstl_log_level_name(cstl_log_level level);
 
-/* Redirects output to fd (default 2, stderr); for tests. Not thread-safe with concurrent logging. */
+/* Redirects output to fd (default 2, stderr); for tests. Not thread-safe with concurrent logging.
+ */
 void cstl_log_set_fd(int fd);
 
 /* Sets the calling thread's trace context; NULL clears a field. The strings are copied (truncated
@@ -55,7 +56,10 @@ void cstl_log(cstl_log_level level, const char *component, const char *fmt, ...)
  * "ts", "level", "component" and "msg" are reserved and skipped). Takes ownership of fields (a
  * reference is stolen, also when the record is filtered out); fields may be NULL.
  */
-void cstl_log_fields(cstl_log_level level, const char *component, json_t *fields, const char *fmt,
+void cstl_log_fields(cstl_log_level level,
+                     const char *component,
+                     json_t *fields,
+                     const char *fmt,
                      ...) __attribute__((format(printf, 4, 5)));
 
 /* Logs err at level error with fields "error" (the code's name), "detail" and the origin codes,

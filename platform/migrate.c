@@ -12,12 +12,11 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/evp.h>
 
 #define LOCK_KEY_TEXT_MAX 24
 
@@ -37,8 +36,8 @@ static const char *base_name(const char *file)
     return slash ? slash + 1 : file;
 }
 
-int cstl_migration_parse_name(const char *file, int *version, char *name, size_t name_size,
-                              cstl_error *err)
+int cstl_migration_parse_name(
+    const char *file, int *version, char *name, size_t name_size, cstl_error *err)
 {
     if (file == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "migration without a file name");
@@ -212,8 +211,8 @@ static int apply_one(cstl_pg_conn *conn, const plan_item *it, cstl_error *err)
             if (!cstl_error_is_retriable(rc))
                 rc = CSTL_EMIGRATION;
             err->code = rc;
-            snprintf(err->message, sizeof(err->message), "migration %04d (\"%.200s\") failed: %.250s",
-                     it->version, it->m->file, inner);
+            snprintf(err->message, sizeof(err->message),
+                     "migration %04d (\"%.200s\") failed: %.250s", it->version, it->m->file, inner);
         } else if (!cstl_error_is_retriable(rc)) {
             rc = CSTL_EMIGRATION;
         }
@@ -222,8 +221,8 @@ static int apply_one(cstl_pg_conn *conn, const plan_item *it, cstl_error *err)
 }
 
 /* Reads schema_migrations and checks it against plan; marks what is applied. */
-static int verify_applied(cstl_pg_conn *conn, plan_item *plan, size_t n,
-                          cstl_migrate_report *report, cstl_error *err)
+static int verify_applied(
+    cstl_pg_conn *conn, plan_item *plan, size_t n, cstl_migrate_report *report, cstl_error *err)
 {
     PGresult *res = NULL;
     int rc = cstl_pg_exec(conn, "SELECT version, name, checksum FROM schema_migrations", 0, NULL,
@@ -261,8 +260,11 @@ static int verify_applied(cstl_pg_conn *conn, plan_item *plan, size_t n,
     return rc;
 }
 
-int cstl_migrate_run(cstl_pg_conn *conn, const cstl_migration *list, size_t n,
-                     cstl_migrate_report *report, cstl_error *err)
+int cstl_migrate_run(cstl_pg_conn *conn,
+                     const cstl_migration *list,
+                     size_t n,
+                     cstl_migrate_report *report,
+                     cstl_error *err)
 {
     cstl_migrate_report local_report;
     if (report == NULL)
@@ -282,8 +284,7 @@ int cstl_migrate_run(cstl_pg_conn *conn, const cstl_migration *list, size_t n,
                                   sizeof(plan[i].name), NULL);
         cstl_migration_checksum(sorted[i].sql, strlen(sorted[i].sql), plan[i].checksum);
     }
-    if (rc == 0 && (!cstl_pg_ok(conn) ||
-                    PQtransactionStatus(cstl_pg_raw(conn)) != PQTRANS_IDLE))
+    if (rc == 0 && (!cstl_pg_ok(conn) || PQtransactionStatus(cstl_pg_raw(conn)) != PQTRANS_IDLE))
         rc = cstl_error_set(err, CSTL_EINVAL,
                             "migrations need an open connection outside a transaction");
 

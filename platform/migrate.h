@@ -38,11 +38,11 @@ typedef struct cstl_migration {
 
 /* What a run did. Filled also when the run fails (with what was done before the failure). */
 typedef struct cstl_migrate_report {
-    size_t applied;    /* applied by this run */
-    size_t present;    /* applied earlier, checksum verified */
-    size_t unknown;    /* rows in schema_migrations with no migration in the list (a newer
-                          binary applied them); not an error */
-    int last_version;  /* highest version applied by this run, 0 if none */
+    size_t applied;   /* applied by this run */
+    size_t present;   /* applied earlier, checksum verified */
+    size_t unknown;   /* rows in schema_migrations with no migration in the list (a newer
+                         binary applied them); not an error */
+    int last_version; /* highest version applied by this run, 0 if none */
 } cstl_migrate_report;
 
 /*
@@ -50,8 +50,8 @@ typedef struct cstl_migrate_report {
  * name in name (size name_size) when those are not NULL. Returns 0, or CSTL_EINVAL with err naming
  * the file and what is wrong with it.
  */
-int cstl_migration_parse_name(const char *file, int *version, char *name, size_t name_size,
-                              cstl_error *err);
+int cstl_migration_parse_name(
+    const char *file, int *version, char *name, size_t name_size, cstl_error *err);
 
 /*
  * Checks every name in list and sorts list by version in place. Returns 0, or CSTL_EINVAL naming
@@ -86,7 +86,10 @@ int cstl_migrations_embedded(cstl_migration **out, size_t *n, cstl_error *err);
  * Never reconnects: a new connection would not hold the lock. conn must not be in a transaction.
  * Thread: conn's thread.
  */
-int cstl_migrate_run(cstl_pg_conn *conn, const cstl_migration *list, size_t n,
-                     cstl_migrate_report *report, cstl_error *err);
+int cstl_migrate_run(cstl_pg_conn *conn,
+                     const cstl_migration *list,
+                     size_t n,
+                     cstl_migrate_report *report,
+                     cstl_error *err);
 
 #endif

@@ -416,8 +416,8 @@ static void describe_sql(const char *sql, char *out, size_t n)
     out[o] = '\0';
 }
 
-static int exec_checked(cstl_pg_conn *conn, PGresult *res, const char *what, PGresult **out,
-                        cstl_error *err)
+static int
+exec_checked(cstl_pg_conn *conn, PGresult *res, const char *what, PGresult **out, cstl_error *err)
 {
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
@@ -517,8 +517,8 @@ static int dsn_check(const char *dsn, cstl_error *err)
         PQfreemem(msg);
         char redacted[256];
         cstl_pg_dsn_redact(dsn, redacted, sizeof(redacted));
-        cstl_error_set(err, CSTL_ECONFIG, "invalid postgresql connection string '%s': %s",
-                       redacted, line);
+        cstl_error_set(err, CSTL_ECONFIG, "invalid postgresql connection string '%s': %s", redacted,
+                       line);
         return CSTL_ECONFIG;
     }
     PQconninfoFree(opts);
@@ -598,8 +598,12 @@ int cstl_pg_set_statement_timeout(cstl_pg_conn *conn, int ms, cstl_error *err)
 
 /* ---- queries ---- */
 
-int cstl_pg_exec(cstl_pg_conn *conn, const char *sql, int nparams, const char *const *params,
-                 PGresult **out, cstl_error *err)
+int cstl_pg_exec(cstl_pg_conn *conn,
+                 const char *sql,
+                 int nparams,
+                 const char *const *params,
+                 PGresult **out,
+                 cstl_error *err)
 {
     if (out != NULL)
         *out = NULL;
@@ -614,8 +618,13 @@ int cstl_pg_exec(cstl_pg_conn *conn, const char *sql, int nparams, const char *c
     return exec_checked(conn, res, what, out, err);
 }
 
-int cstl_pg_exec_prepared(cstl_pg_conn *conn, const char *name, const char *sql, int nparams,
-                          const char *const *params, PGresult **out, cstl_error *err)
+int cstl_pg_exec_prepared(cstl_pg_conn *conn,
+                          const char *name,
+                          const char *sql,
+                          int nparams,
+                          const char *const *params,
+                          PGresult **out,
+                          cstl_error *err)
 {
     if (out != NULL)
         *out = NULL;
@@ -707,8 +716,12 @@ static void prefix_message(cstl_error *e, const char *prefix)
     memcpy(e->message + plen - 2, ": ", 2);
 }
 
-int cstl_pg_tx_isolated(cstl_pg_conn *conn, cstl_pg_isolation iso, cstl_pg_tx_fn fn, void *ud,
-                        int max_attempts, cstl_error *err)
+int cstl_pg_tx_isolated(cstl_pg_conn *conn,
+                        cstl_pg_isolation iso,
+                        cstl_pg_tx_fn fn,
+                        void *ud,
+                        int max_attempts,
+                        cstl_error *err)
 {
     if (conn == NULL || fn == NULL || max_attempts < 1 || (int)iso < 0 ||
         (size_t)iso >= CSTL_ARRAY_LEN(begin_sql))
@@ -728,7 +741,8 @@ int cstl_pg_tx_isolated(cstl_pg_conn *conn, cstl_pg_isolation iso, cstl_pg_tx_fn
                 break; /* the reconnect has already retried as the policy says */
         }
         if (PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
-            rc = cstl_error_set(&e, CSTL_EINVAL, "a transaction is already open on this connection");
+            rc =
+                cstl_error_set(&e, CSTL_EINVAL, "a transaction is already open on this connection");
             break;
         }
         rc = cstl_pg_exec(conn, begin_sql[iso], 0, NULL, NULL, &e);
@@ -750,8 +764,9 @@ int cstl_pg_tx_isolated(cstl_pg_conn *conn, cstl_pg_isolation iso, cstl_pg_tx_fn
                         cstl_error_clear(err);
                         return 0;
                     }
-                    rc = cstl_error_set(&e, CSTL_EPG, "transaction was rolled back at commit "
-                                                      "because a statement in it had failed");
+                    rc = cstl_error_set(&e, CSTL_EPG,
+                                        "transaction was rolled back at commit "
+                                        "because a statement in it had failed");
                     e.origin = CSTL_ORIGIN_PG;
                     break;
                 }

@@ -25,6 +25,7 @@
 #include "platform/error.h"
 
 #include <libpq-fe.h>
+
 #include <stddef.h>
 
 typedef struct cstl_pg_conn cstl_pg_conn;
@@ -94,16 +95,25 @@ int cstl_pg_set_statement_timeout(cstl_pg_conn *conn, int ms, cstl_error *err);
  * frees with PQclear (when out is NULL the result is freed here). On failure returns a negative
  * code (see the top of this file), sets *out to NULL and names the statement in err->message.
  */
-int cstl_pg_exec(cstl_pg_conn *conn, const char *sql, int nparams, const char *const *params,
-                 PGresult **out, cstl_error *err);
+int cstl_pg_exec(cstl_pg_conn *conn,
+                 const char *sql,
+                 int nparams,
+                 const char *const *params,
+                 PGresult **out,
+                 cstl_error *err);
 
 /*
  * Like cstl_pg_exec, through a statement prepared once per connection under name and cached
  * until the connection is closed or reconnected. Calling it again with the same name and different
  * sql is CSTL_EINVAL. name and sql are copied.
  */
-int cstl_pg_exec_prepared(cstl_pg_conn *conn, const char *name, const char *sql, int nparams,
-                          const char *const *params, PGresult **out, cstl_error *err);
+int cstl_pg_exec_prepared(cstl_pg_conn *conn,
+                          const char *name,
+                          const char *sql,
+                          int nparams,
+                          const char *const *params,
+                          PGresult **out,
+                          cstl_error *err);
 
 /* Runs a script of one or more statements (simple query protocol, no parameters), discarding
  * the results. Returns 0 or the first statement error. */
@@ -133,8 +143,12 @@ int cstl_pg_tx(cstl_pg_conn *conn, cstl_pg_tx_fn fn, void *ud, int max_attempts,
  * last error is returned, its message prefixed with the number of attempts. conn must not be in a
  * transaction already (CSTL_EINVAL). Thread: conn's thread.
  */
-int cstl_pg_tx_isolated(cstl_pg_conn *conn, cstl_pg_isolation iso, cstl_pg_tx_fn fn, void *ud,
-                        int max_attempts, cstl_error *err);
+int cstl_pg_tx_isolated(cstl_pg_conn *conn,
+                        cstl_pg_isolation iso,
+                        cstl_pg_tx_fn fn,
+                        void *ud,
+                        int max_attempts,
+                        cstl_error *err);
 
 /*
  * A pool that hands each calling thread its own connection to dsn. dsn and policy (NULL:

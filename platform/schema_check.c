@@ -19,7 +19,10 @@ struct cstl_schema_report {
     size_t n, stored, cap;
 };
 
-cstl_schema_report *cstl_schema_report_new(void) { return cstl_xcalloc(1, sizeof(cstl_schema_report)); }
+cstl_schema_report *cstl_schema_report_new(void)
+{
+    return cstl_xcalloc(1, sizeof(cstl_schema_report));
+}
 
 void cstl_schema_report_free(cstl_schema_report *r)
 {
@@ -50,7 +53,10 @@ void cstl_schema_report_add(cstl_schema_report *r, const char *fmt, ...)
     r->messages[r->stored++] = cstl_xstrdup(buf);
 }
 
-size_t cstl_schema_report_count(const cstl_schema_report *r) { return r ? r->n : 0; }
+size_t cstl_schema_report_count(const cstl_schema_report *r)
+{
+    return r ? r->n : 0;
+}
 
 const char *cstl_schema_report_message(const cstl_schema_report *r, size_t i)
 {
@@ -99,11 +105,16 @@ static bool promotable(cstl_avro_type w, cstl_avro_type r)
     switch (w) {
     case CSTL_AVRO_INT:
         return r == CSTL_AVRO_LONG || r == CSTL_AVRO_FLOAT || r == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_LONG: return r == CSTL_AVRO_FLOAT || r == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_FLOAT: return r == CSTL_AVRO_DOUBLE;
-    case CSTL_AVRO_STRING: return r == CSTL_AVRO_BYTES;
-    case CSTL_AVRO_BYTES: return r == CSTL_AVRO_STRING;
-    default: return false;
+    case CSTL_AVRO_LONG:
+        return r == CSTL_AVRO_FLOAT || r == CSTL_AVRO_DOUBLE;
+    case CSTL_AVRO_FLOAT:
+        return r == CSTL_AVRO_DOUBLE;
+    case CSTL_AVRO_STRING:
+        return r == CSTL_AVRO_BYTES;
+    case CSTL_AVRO_BYTES:
+        return r == CSTL_AVRO_STRING;
+    default:
+        return false;
     }
 }
 
@@ -132,8 +143,8 @@ static void sub_path(char *out, const char *path, const char *name)
     snprintf(out, PATH_LEN, "%s%s%s", path, path[0] ? "." : "", name);
 }
 
-static void check_record(checker *c, const cstl_avro_node *r, const cstl_avro_node *w,
-                         const char *path)
+static void
+check_record(checker *c, const cstl_avro_node *r, const cstl_avro_node *w, const char *path)
 {
     char p[PATH_LEN];
     for (size_t i = 0; i < r->n_fields; i++) {
@@ -230,12 +241,15 @@ static void check(checker *c, const cstl_avro_node *r, const cstl_avro_node *w, 
         snprintf(p, sizeof p, "%s{}", path);
         check(c, r->items, w->items, p);
         return;
-    default: return;
+    default:
+        return;
     }
 }
 
-int cstl_schema_compat_check(const cstl_avro_node *reader, const cstl_avro_node *writer,
-                             const char *label, cstl_schema_report *report)
+int cstl_schema_compat_check(const cstl_avro_node *reader,
+                             const cstl_avro_node *writer,
+                             const char *label,
+                             cstl_schema_report *report)
 {
     checker *c = cstl_xcalloc(1, sizeof(*c));
     c->label = label ? label : "schema";

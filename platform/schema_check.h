@@ -41,8 +41,10 @@ const char *cstl_schema_report_message(const cstl_schema_report *report, size_t 
  * "jobs.JobSubmitted"). Returns 0 when compatible, else CSTL_ESCHEMA with one message per broken
  * rule appended to report (which may be NULL).
  */
-int cstl_schema_compat_check(const cstl_avro_node *reader, const cstl_avro_node *writer,
-                             const char *label, cstl_schema_report *report);
+int cstl_schema_compat_check(const cstl_avro_node *reader,
+                             const cstl_avro_node *writer,
+                             const char *label,
+                             cstl_schema_report *report);
 
 /* The label of a full name: "io.constellation.jobs.JobSubmitted" -> "jobs.JobSubmitted". Writes at
  * most size bytes (NUL included) into out and returns it. */

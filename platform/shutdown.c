@@ -47,8 +47,8 @@ int cstl_shutdown_wait(int timeout_ms)
         if (timeout_ms >= 0) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            long elapsed = (now.tv_sec - start.tv_sec) * 1000 +
-                           (now.tv_nsec - start.tv_nsec) / 1000000;
+            long elapsed =
+                (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
             if (elapsed >= timeout_ms)
                 return 0;
         }

@@ -9,9 +9,10 @@
 
 #include "platform/embed.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <stdarg.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,8 +167,8 @@ static int parse_topic(const json_t *jt, size_t index, int16_t rf, cstl_topic *t
                     return topic_error(err, index, name, "invalid config key \"%s\"", ck);
                 if (!json_is_string(cv)) {
                     describe(cv, buf, sizeof(buf));
-                    return topic_error(err, index, name,
-                                       "config \"%s\" must be a string, got %s", ck, buf);
+                    return topic_error(err, index, name, "config \"%s\" must be a string, got %s",
+                                       ck, buf);
                 }
                 t->config[k++] = cstl_xstrdup(ck);
                 t->config[k++] = cstl_xstrdup(json_string_value(cv));
@@ -237,8 +238,8 @@ cstl_topic_catalog *cstl_topics_parse(const char *json, size_t len, cstl_error *
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        cstl_error_set(err, CSTL_EPARSE, "topic catalog is not valid json: %s (line %d)",
-                       jerr.text, jerr.line);
+        cstl_error_set(err, CSTL_EPARSE, "topic catalog is not valid json: %s (line %d)", jerr.text,
+                       jerr.line);
         return NULL;
     }
     cstl_topic_catalog *cat = cstl_xcalloc(1, sizeof(*cat));
@@ -269,7 +270,8 @@ cstl_topic_catalog *cstl_topics_parse(const char *json, size_t len, cstl_error *
     cat->replication_factor = (int16_t)json_integer_value(jrf);
     const json_t *jtopics = json_object_get(root, "topics");
     if (!json_is_array(jtopics) || json_array_size(jtopics) == 0) {
-        rc = cstl_error_set(err, CSTL_ECONFIG, "topic catalog: \"topics\" must be a non-empty array");
+        rc = cstl_error_set(err, CSTL_ECONFIG,
+                            "topic catalog: \"topics\" must be a non-empty array");
         goto out;
     }
     cat->topics = cstl_xcalloc(json_array_size(jtopics), sizeof(cstl_topic));
@@ -300,7 +302,8 @@ cstl_topic_catalog *cstl_topics_load(cstl_error *err)
 {
     const cstl_embedded_file *f = cstl_embed_find("schemas/topics.json");
     if (f == NULL) {
-        cstl_error_set(err, CSTL_EINTERNAL, "topic catalog \"schemas/topics.json\" is not embedded");
+        cstl_error_set(err, CSTL_EINTERNAL,
+                       "topic catalog \"schemas/topics.json\" is not embedded");
         return NULL;
     }
     return cstl_topics_parse(f->data, f->size, err);
@@ -344,8 +347,10 @@ static void set_config(cstl_topic *t, const char *key, const char *value)
     t->config[2 * t->config_len] = NULL;
 }
 
-int cstl_topics_apply_overrides(cstl_topic_catalog *cat, const char *prefix,
-                                int replication_factor, cstl_error *err)
+int cstl_topics_apply_overrides(cstl_topic_catalog *cat,
+                                const char *prefix,
+                                int replication_factor,
+                                cstl_error *err)
 {
     if (cat == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "topic catalog is missing");
@@ -366,7 +371,8 @@ int cstl_topics_apply_overrides(cstl_topic_catalog *cat, const char *prefix,
         const char *env = t->retention_env ? getenv(t->retention_env) : NULL;
         long long v;
         if (env != NULL && *env != '\0' && !parse_retention(env, &v)) {
-            cstl_error_set(err, CSTL_ECONFIG, "%s must be an integer >= -1 (milliseconds), got \"%s\"",
+            cstl_error_set(err, CSTL_ECONFIG,
+                           "%s must be an integer >= -1 (milliseconds), got \"%s\"",
                            t->retention_env, env);
             cstl_error_detail(err, "retention of topic \"%s\"", t->name);
             return CSTL_ECONFIG;
@@ -392,13 +398,17 @@ int cstl_topics_apply_overrides(cstl_topic_catalog *cat, const char *prefix,
     return 0;
 }
 
-int cstl_topics_create(const cstl_kafka_conf *conf, const cstl_topic_catalog *cat, int timeout_ms,
-                       cstl_topics_report *report, cstl_error *err)
+int cstl_topics_create(const cstl_kafka_conf *conf,
+                       const cstl_topic_catalog *cat,
+                       int timeout_ms,
+                       cstl_topics_report *report,
+                       cstl_error *err)
 {
     if (report != NULL)
         *report = (cstl_topics_report){0};
     if (conf == NULL || cat == NULL)
-        return cstl_error_set(err, CSTL_EINVAL, "topic creation needs a configuration and a catalog");
+        return cstl_error_set(err, CSTL_EINVAL,
+                              "topic creation needs a configuration and a catalog");
     cstl_error local;
     if (err == NULL)
         err = &local;
@@ -413,8 +423,8 @@ int cstl_topics_create(const cstl_kafka_conf *conf, const cstl_topic_catalog *ca
         specs[i].config = (const char *const *)cat->topics[i].config;
     }
     size_t created = 0, existing = 0;
-    int rc = cstl_kafka_admin_create_topics(admin, specs, cat->len, timeout_ms, &created,
-                                            &existing, err);
+    int rc = cstl_kafka_admin_create_topics(admin, specs, cat->len, timeout_ms, &created, &existing,
+                                            err);
     if (report != NULL) {
         report->created = created;
         report->existing = existing;
@@ -424,8 +434,12 @@ int cstl_topics_create(const cstl_kafka_conf *conf, const cstl_topic_catalog *ca
     return rc;
 }
 
-int cstl_topics_create_all(const char *brokers, const char *prefix, int replication_factor,
-                           int timeout_ms, cstl_topics_report *report, cstl_error *err)
+int cstl_topics_create_all(const char *brokers,
+                           const char *prefix,
+                           int replication_factor,
+                           int timeout_ms,
+                           cstl_topics_report *report,
+                           cstl_error *err)
 {
     if (report != NULL)
         *report = (cstl_topics_report){0};

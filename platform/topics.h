@@ -24,13 +24,13 @@
 #define CSTL_TOPICS_MAX_PARTITIONS 10000
 
 typedef struct cstl_topic {
-    char *name;                 /* with the prefix, if any */
-    char *context;              /* the bounded context, or NULL */
+    char *name;    /* with the prefix, if any */
+    char *context; /* the bounded context, or NULL */
     int32_t partitions;
     int16_t replication_factor;
-    char **config;              /* key, value, key, value, ..., NULL: cstl_kafka_topic_spec form */
-    size_t config_len;          /* number of key/value pairs */
-    char *retention_env;        /* variable overriding retention.ms, or NULL */
+    char **config;       /* key, value, key, value, ..., NULL: cstl_kafka_topic_spec form */
+    size_t config_len;   /* number of key/value pairs */
+    char *retention_env; /* variable overriding retention.ms, or NULL */
 } cstl_topic;
 
 typedef struct cstl_topic_catalog {
@@ -62,8 +62,10 @@ cstl_topic_catalog *cstl_topics_load(cstl_error *err);
  * must be an integer >= -1 (CSTL_ECONFIG naming the variable and quoting its value otherwise).
  * Call at most once per catalog. Reads the environment.
  */
-int cstl_topics_apply_overrides(cstl_topic_catalog *cat, const char *prefix,
-                                int replication_factor, cstl_error *err);
+int cstl_topics_apply_overrides(cstl_topic_catalog *cat,
+                                const char *prefix,
+                                int replication_factor,
+                                cstl_error *err);
 
 /* The topic named name, or NULL. Borrowed from cat. */
 const cstl_topic *cstl_topics_find(const cstl_topic_catalog *cat, const char *name);
@@ -76,14 +78,21 @@ void cstl_topics_free(cstl_topic_catalog *cat);
  * cstl_kafka_admin_create_topics: an existing topic with another partition count is a
  * CSTL_ECONFLICT error), within timeout_ms. Fills *report (may be NULL).
  */
-int cstl_topics_create(const cstl_kafka_conf *conf, const cstl_topic_catalog *cat, int timeout_ms,
-                       cstl_topics_report *report, cstl_error *err);
+int cstl_topics_create(const cstl_kafka_conf *conf,
+                       const cstl_topic_catalog *cat,
+                       int timeout_ms,
+                       cstl_topics_report *report,
+                       cstl_error *err);
 
 /*
  * Loads the embedded catalog, applies the overrides (prefix NULL in production, replication_factor
  * <= 0 keeps the catalog's) and creates every topic on brokers. Fills *report (may be NULL).
  */
-int cstl_topics_create_all(const char *brokers, const char *prefix, int replication_factor,
-                           int timeout_ms, cstl_topics_report *report, cstl_error *err);
+int cstl_topics_create_all(const char *brokers,
+                           const char *prefix,
+                           int replication_factor,
+                           int timeout_ms,
+                           cstl_topics_report *report,
+                           cstl_error *err);
 
 #endif

@@ -6,7 +6,6 @@
  * first, as a seed corpus.
  */
 #include "platform/codec.h"
-
 #include "tests/support/avro_sample.h"
 
 #include <stdint.h>
@@ -53,7 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         avro_value_t v;
         if (cstl_codec_value_new(reader, &v) == 0) {
             if (cstl_codec_decode(data, size, reader, &v, NULL, &err) == 0) {
-                json_t *j = cstl_codec_value_to_json(cstl_avro_schema_root(reader->schema), &v, &err);
+                json_t *j =
+                    cstl_codec_value_to_json(cstl_avro_schema_root(reader->schema), &v, &err);
                 json_decref(j);
             }
             avro_value_decref(&v);

@@ -8,6 +8,8 @@
 #include "platform/kafka.h"
 #include "platform/log.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,8 +19,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #define TIMEOUT_MS 30000
 
@@ -99,8 +99,8 @@ static void txn_id(char *buf, size_t size, const char *name)
 
 /* Consumes until want records arrived, then keeps polling for linger_ms to catch extra ones.
  * Stores values (up to max). Returns how many arrived. */
-static size_t consume(cstl_kafka_consumer *c, size_t want, size_t max, int linger_ms,
-                      char values[][64])
+static size_t
+consume(cstl_kafka_consumer *c, size_t want, size_t max, int linger_ms, char values[][64])
 {
     size_t got = 0;
     int64_t deadline = now_ms() + TIMEOUT_MS;
@@ -142,7 +142,9 @@ typedef struct hook_state {
     int assigned;
 } hook_state;
 
-static int on_rebalance(void *opaque, cstl_kafka_consumer *c, cstl_kafka_rebalance_event ev,
+static int on_rebalance(void *opaque,
+                        cstl_kafka_consumer *c,
+                        cstl_kafka_rebalance_event ev,
                         rd_kafka_topic_partition_list_t *parts)
 {
     (void)c;
@@ -250,8 +252,7 @@ static void test_zombie_is_fenced(void **state)
 
     int rc = cstl_kafka_producer_commit(zombie, TIMEOUT_MS, &err);
     if (rc != CSTL_EFENCED)
-        fail_msg("zombie commit: got %s (%s), want CSTL_EFENCED", cstl_error_name(rc),
-                 err.message);
+        fail_msg("zombie commit: got %s (%s), want CSTL_EFENCED", cstl_error_name(rc), err.message);
     assert_int_equal(err.origin, CSTL_ORIGIN_KAFKA);
     assert_true(cstl_error_is_fatal(rc));
     /* Once fenced, the zombie can do nothing more. */

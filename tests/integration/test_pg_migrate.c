@@ -9,6 +9,8 @@
 #include "platform/migrate.h"
 #include "platform/pg.h"
 
+#include <cmocka.h>
+
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,8 +21,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #define DEFAULT_DSN "host=127.0.0.1 port=5432 dbname=constellation user=constellation"
 
@@ -225,8 +225,9 @@ static void test_checksum_mismatch_refused(void **state)
     char sum[CSTL_SHA256_HEX_LEN + 1];
     cstl_migration_checksum(list[0].sql, strlen(list[0].sql), sum);
     const char *params[] = {sum};
-    assert_int_equal(cstl_pg_exec(conn, "UPDATE schema_migrations SET checksum = $1 WHERE version = 1",
-                                  1, params, NULL, &err),
+    assert_int_equal(cstl_pg_exec(conn,
+                                  "UPDATE schema_migrations SET checksum = $1 WHERE version = 1", 1,
+                                  params, NULL, &err),
                      0);
     assert_int_equal(cstl_migrate_run(conn, list, n, &rep, &err), 0);
     assert_int_equal(rep.applied, 0);
@@ -248,8 +249,8 @@ static void test_failed_migration_names_file_and_rolls_back(void **state)
     /* Neither the table nor the row was kept. */
     assert_int_equal(query_long(conn, "SELECT count(*) FROM pg_class WHERE relname = 'half_done'"),
                      0);
-    assert_int_equal(query_long(conn, "SELECT count(*) FROM schema_migrations WHERE version = 8001"),
-                     0);
+    assert_int_equal(
+        query_long(conn, "SELECT count(*) FROM schema_migrations WHERE version = 8001"), 0);
 }
 
 #define MIGRATORS 3
@@ -534,8 +535,7 @@ static void test_statement_timeout(void **state)
     cstl_error err;
     assert_int_equal(cstl_pg_set_statement_timeout(conn, 100, &err), 0);
     int64_t start = now_ms();
-    assert_int_equal(cstl_pg_exec(conn, "SELECT pg_sleep(2)", 0, NULL, NULL, &err),
-                     CSTL_ETIMEDOUT);
+    assert_int_equal(cstl_pg_exec(conn, "SELECT pg_sleep(2)", 0, NULL, NULL, &err), CSTL_ETIMEDOUT);
     assert_true(now_ms() - start < 1500);
     assert_string_equal(err.origin_sqlstate, "57014");
     assert_non_null(strstr(err.message, "query \"SELECT pg_sleep(2)\" failed"));

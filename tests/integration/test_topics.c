@@ -4,8 +4,10 @@
  * partition counts, and a topic that exists with another partition count is refused. The catalog
  * is created under a unique test.<pid>.<random>. prefix and deleted at the end.
  */
-#include "platform/topics.h"
 #include "platform/log.h"
+#include "platform/topics.h"
+
+#include <cmocka.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,8 +18,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #define TIMEOUT_MS 60000
 

@@ -12,6 +12,7 @@
 #include "platform/avro_schema.h"
 
 #include <jansson.h>
+
 #include <stdio.h>
 
 static json_t *cstl_sample_json_(const cstl_avro_node *t, const char *name, int depth)
@@ -20,24 +21,33 @@ static json_t *cstl_sample_json_(const cstl_avro_node *t, const char *name, int 
     if (depth > 16)
         return json_null();
     switch (t->type) {
-    case CSTL_AVRO_NULL: return json_null();
-    case CSTL_AVRO_BOOLEAN: return json_true();
-    case CSTL_AVRO_INT: return json_integer(-1234567);
-    case CSTL_AVRO_LONG: return json_integer(1732000000123456LL);
-    case CSTL_AVRO_FLOAT: return json_real(1.5);
-    case CSTL_AVRO_DOUBLE: return json_real(-2.25);
+    case CSTL_AVRO_NULL:
+        return json_null();
+    case CSTL_AVRO_BOOLEAN:
+        return json_true();
+    case CSTL_AVRO_INT:
+        return json_integer(-1234567);
+    case CSTL_AVRO_LONG:
+        return json_integer(1732000000123456LL);
+    case CSTL_AVRO_FLOAT:
+        return json_real(1.5);
+    case CSTL_AVRO_DOUBLE:
+        return json_real(-2.25);
     case CSTL_AVRO_STRING:
         snprintf(buf, sizeof buf, "%s-\xc3\xa9t\xc3\xa9", name);
         return json_string(buf);
-    case CSTL_AVRO_BYTES: return json_string("b\xc3\xbfz");
+    case CSTL_AVRO_BYTES:
+        return json_string("b\xc3\xbfz");
     case CSTL_AVRO_FIXED: {
         char f[64] = {0};
         for (size_t i = 0; i < t->size && i < 63; i++)
             f[i] = (char)('a' + i % 26);
         return json_string(f);
     }
-    case CSTL_AVRO_ENUM: return json_string(t->symbols[t->n_symbols - 1]);
-    case CSTL_AVRO_UNION: return cstl_sample_json_(t->branches[t->n_branches - 1], name, depth + 1);
+    case CSTL_AVRO_ENUM:
+        return json_string(t->symbols[t->n_symbols - 1]);
+    case CSTL_AVRO_UNION:
+        return cstl_sample_json_(t->branches[t->n_branches - 1], name, depth + 1);
     case CSTL_AVRO_ARRAY: {
         json_t *a = json_array();
         for (int i = 0; i < 2; i++) {

@@ -5,7 +5,6 @@
  * for tests/python/crosscheck_fastavro.py to check against an independent implementation.
  */
 #include "platform/codec.h"
-
 #include "tests/support/avro_sample.h"
 
 #include <stdio.h>
@@ -28,9 +27,9 @@ int main(void)
             snprintf(fp + 2 * k, 3, "%02x", e->header[2 + k]);
         for (size_t k = 0; k < buf.len; k++)
             snprintf(hex + 2 * k, 3, "%02x", buf.data[k]);
-        json_t *line = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s}", "path", e->path, "fullname",
-                                 e->fullname, "canonical", e->canonical, "fingerprint", fp,
-                                 "value", value, "encoded", hex);
+        json_t *line =
+            json_pack("{s:s, s:s, s:s, s:s, s:O, s:s}", "path", e->path, "fullname", e->fullname,
+                      "canonical", e->canonical, "fingerprint", fp, "value", value, "encoded", hex);
         char *text = json_dumps(line, JSON_COMPACT);
         puts(text);
         free(text);

@@ -3,8 +3,9 @@
  * incompatible changes and missing frozen versions fail, usage errors exit 2.
  */
 #include "cli/schemas.h"
-
 #include "platform/error.h"
+
+#include <cmocka.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-#include <cmocka.h>
 
 static char repo[64];
 
@@ -54,7 +53,9 @@ static int run(const char *against)
     return cli_schemas(argc, argv);
 }
 
-#define REC(fields) "{\"type\":\"record\",\"name\":\"E\",\"namespace\":\"io.constellation.jobs\",\"fields\":[" fields "]}\n"
+#define REC(fields)                                                                                \
+    "{\"type\":\"record\",\"name\":\"E\",\"namespace\":\"io.constellation.jobs\",\"fields\":"      \
+    "[" fields "]}\n"
 
 static void test_history(void **state)
 {
@@ -69,10 +70,13 @@ static void test_history(void **state)
     sh("git add -A && git commit -qm v1");
     assert_int_equal(run(NULL), 0);
     /* a field added without a default: incompatible, and v1 is not frozen */
-    write_file("schemas/jobs/E.avsc", REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"int\"}"));
+    write_file("schemas/jobs/E.avsc",
+               REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"int\"}"));
     assert_int_equal(run(NULL), 1);
     /* with a default it is compatible, but v1 must still be kept */
-    write_file("schemas/jobs/E.avsc", REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"int\",\"default\":0}"));
+    write_file(
+        "schemas/jobs/E.avsc",
+        REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"int\",\"default\":0}"));
     assert_int_equal(run(NULL), 1);
     write_file("schemas/jobs/history/E/v1.avsc", v1);
     assert_int_equal(run(NULL), 0);
@@ -85,9 +89,12 @@ static void test_history(void **state)
     assert_int_equal(run(NULL), 1);
     write_file("schemas/jobs/history/E/v1.avsc", v1);
     /* an int field turned string is incompatible with every earlier version */
-    write_file("schemas/jobs/E.avsc", REC("{\"name\":\"a\",\"type\":\"string\"},{\"name\":\"b\",\"type\":\"int\",\"default\":0}"));
+    write_file("schemas/jobs/E.avsc", REC("{\"name\":\"a\",\"type\":\"string\"},{\"name\":\"b\","
+                                          "\"type\":\"int\",\"default\":0}"));
     assert_int_equal(run(NULL), 1);
-    write_file("schemas/jobs/E.avsc", REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"int\",\"default\":0}"));
+    write_file(
+        "schemas/jobs/E.avsc",
+        REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"int\",\"default\":0}"));
     /* a schema that does not parse */
     write_file("schemas/jobs/Bad.avsc", "{\"type\":\"record\"}");
     assert_int_equal(run(NULL), 1);

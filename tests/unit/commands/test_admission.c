@@ -1,13 +1,13 @@
 /* Unit tests for commands/admission.c: the admission rules and their order, restart replay. */
 #include "commands/admission.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 #define TENANT_A "0190f5a2-7c1e-7b3a-8e4f-00000000000a"
 #define TENANT_B "0190f5a2-7c1e-7b3a-8e4f-00000000000b"
@@ -33,14 +33,22 @@ static void worker_4xh100(cstl_admission *a)
 {
     apply(a, "fleet", "WorkerRegistered",
           "{\"worker_id\":\"" WORKER_1 "\",\"hostname\":\"gpu-1\",\"labels\":{},\"gpus\":["
-          "{\"uuid\":\"GPU-1\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9.0\"},"
-          "{\"uuid\":\"GPU-2\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9.0\"},"
-          "{\"uuid\":\"GPU-3\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9.0\"},"
-          "{\"uuid\":\"GPU-4\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9.0\"}]}");
+          "{\"uuid\":\"GPU-1\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9."
+          "0\"},"
+          "{\"uuid\":\"GPU-2\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9."
+          "0\"},"
+          "{\"uuid\":\"GPU-3\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9."
+          "0\"},"
+          "{\"uuid\":\"GPU-4\",\"model\":\"H100\",\"memory_mib\":81920,\"compute_capability\":\"9."
+          "0\"}]}");
 }
 
-static void submit(cstl_admission *a, const char *job, const char *tenant_id, int gpus,
-                   long memory, const char *model)
+static void submit(cstl_admission *a,
+                   const char *job,
+                   const char *tenant_id,
+                   int gpus,
+                   long memory,
+                   const char *model)
 {
     char buf[512];
     char model_json[64] = "null";

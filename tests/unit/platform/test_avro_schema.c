@@ -6,14 +6,14 @@
  */
 #include "platform/avro_schema.h"
 
+#include <cmocka.h>
+
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 typedef struct vector {
     const char *schema;
@@ -26,17 +26,23 @@ static const vector vectors[] = {
     {"\"null\"", "\"null\"", "8a8f25cce724dd63"},
     {"\"string\"", "\"string\"", "c70345637248018f"},
     {"{\"type\":\"int\",\"logicalType\":\"date\"}", "\"int\"", "8f5c393f1ad57572"},
-    {"{\"type\":\"fixed\",\"name\":\"F\",\"size\":4}", "{\"name\":\"F\",\"type\":\"fixed\",\"size\":4}",
-     "9de90494cfa1f5c9"},
+    {"{\"type\":\"fixed\",\"name\":\"F\",\"size\":4}",
+     "{\"name\":\"F\",\"type\":\"fixed\",\"size\":4}", "9de90494cfa1f5c9"},
     {"{\"type\":\"enum\",\"name\":\"a.E\",\"symbols\":[\"X\",\"Y\"]}",
      "{\"name\":\"a.E\",\"type\":\"enum\",\"symbols\":[\"X\",\"Y\"]}", "67e030996055a303"},
-    {"{\"type\":\"record\",\"name\":\"R\",\"namespace\":\"n\",\"doc\":\"d\",\"fields\":[{\"name\":\"a\","
-     "\"type\":{\"type\":\"array\",\"items\":\"long\"},\"default\":[]},{\"name\":\"m\",\"type\":[\"null\","
-     "{\"type\":\"map\",\"values\":\"bytes\"}]},{\"name\":\"f\",\"type\":{\"type\":\"fixed\",\"name\":\"x.F\","
+    {"{\"type\":\"record\",\"name\":\"R\",\"namespace\":\"n\",\"doc\":\"d\",\"fields\":[{\"name\":"
+     "\"a\","
+     "\"type\":{\"type\":\"array\",\"items\":\"long\"},\"default\":[]},{\"name\":\"m\",\"type\":["
+     "\"null\","
+     "{\"type\":\"map\",\"values\":\"bytes\"}]},{\"name\":\"f\",\"type\":{\"type\":\"fixed\","
+     "\"name\":\"x.F\","
      "\"size\":16}},{\"name\":\"g\",\"type\":\"x.F\"}]}",
-     "{\"name\":\"n.R\",\"type\":\"record\",\"fields\":[{\"name\":\"a\",\"type\":{\"type\":\"array\",\"items\":"
-     "\"long\"}},{\"name\":\"m\",\"type\":[\"null\",{\"type\":\"map\",\"values\":\"bytes\"}]},{\"name\":\"f\","
-     "\"type\":{\"name\":\"x.F\",\"type\":\"fixed\",\"size\":16}},{\"name\":\"g\",\"type\":\"x.F\"}]}",
+     "{\"name\":\"n.R\",\"type\":\"record\",\"fields\":[{\"name\":\"a\",\"type\":{\"type\":"
+     "\"array\",\"items\":"
+     "\"long\"}},{\"name\":\"m\",\"type\":[\"null\",{\"type\":\"map\",\"values\":\"bytes\"}]},{"
+     "\"name\":\"f\","
+     "\"type\":{\"name\":\"x.F\",\"type\":\"fixed\",\"size\":16}},{\"name\":\"g\",\"type\":\"x.F\"}"
+     "]}",
      "7e5c97c320926bab"},
 };
 
@@ -51,7 +57,8 @@ static void test_vectors(void **state)
     (void)state;
     for (size_t i = 0; i < CSTL_ARRAY_LEN(vectors); i++) {
         cstl_error err;
-        cstl_avro_schema *s = cstl_avro_schema_parse(vectors[i].schema, strlen(vectors[i].schema), &err);
+        cstl_avro_schema *s =
+            cstl_avro_schema_parse(vectors[i].schema, strlen(vectors[i].schema), &err);
         assert_non_null(s);
         assert_string_equal(cstl_avro_schema_canonical(s), vectors[i].canonical);
         char hex[17];
@@ -72,19 +79,21 @@ static void test_crc64_empty(void **state)
 static void test_recursive_and_namespaces(void **state)
 {
     (void)state;
-    const char *text = "{\"type\":\"record\",\"name\":\"List\",\"namespace\":\"a.b\",\"fields\":["
-                       "{\"name\":\"next\",\"type\":[\"null\",\"List\"]},"
-                       "{\"name\":\"inner\",\"type\":{\"type\":\"record\",\"name\":\"c.Inner\",\"fields\":["
-                       "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\"]}}]}},"
-                       "{\"name\":\"e2\",\"type\":\"c.E\"}]}";
+    const char *text =
+        "{\"type\":\"record\",\"name\":\"List\",\"namespace\":\"a.b\",\"fields\":["
+        "{\"name\":\"next\",\"type\":[\"null\",\"List\"]},"
+        "{\"name\":\"inner\",\"type\":{\"type\":\"record\",\"name\":\"c.Inner\",\"fields\":["
+        "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\"]}}]}},"
+        "{\"name\":\"e2\",\"type\":\"c.E\"}]}";
     cstl_error err;
     cstl_avro_schema *s = cstl_avro_schema_parse(text, strlen(text), &err);
     assert_non_null(s);
-    assert_string_equal(cstl_avro_schema_canonical(s),
-                        "{\"name\":\"a.b.List\",\"type\":\"record\",\"fields\":[{\"name\":\"next\",\"type\":"
-                        "[\"null\",\"a.b.List\"]},{\"name\":\"inner\",\"type\":{\"name\":\"c.Inner\",\"type\":"
-                        "\"record\",\"fields\":[{\"name\":\"e\",\"type\":{\"name\":\"c.E\",\"type\":\"enum\","
-                        "\"symbols\":[\"A\"]}}]}},{\"name\":\"e2\",\"type\":\"c.E\"}]}");
+    assert_string_equal(
+        cstl_avro_schema_canonical(s),
+        "{\"name\":\"a.b.List\",\"type\":\"record\",\"fields\":[{\"name\":\"next\",\"type\":"
+        "[\"null\",\"a.b.List\"]},{\"name\":\"inner\",\"type\":{\"name\":\"c.Inner\",\"type\":"
+        "\"record\",\"fields\":[{\"name\":\"e\",\"type\":{\"name\":\"c.E\",\"type\":\"enum\","
+        "\"symbols\":[\"A\"]}}]}},{\"name\":\"e2\",\"type\":\"c.E\"}]}");
     const cstl_avro_node *root = cstl_avro_schema_root(s);
     assert_ptr_equal(root->fields[0].type->branches[1], root);
     cstl_avro_schema_free(s);
@@ -98,9 +107,12 @@ static void test_invalid(void **state)
         "\"nosuch\"",
         "{\"type\":\"record\",\"name\":\"R\"}",
         "{\"type\":\"record\",\"name\":\"1R\",\"fields\":[]}",
-        "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"a\",\"type\":\"int\"}]}",
-        "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\",\"default\":\"x\"}]}",
-        "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":[\"null\",\"int\"],\"default\":1}]}",
+        "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},{"
+        "\"name\":\"a\",\"type\":\"int\"}]}",
+        "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\","
+        "\"default\":\"x\"}]}",
+        "{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":[\"null\","
+        "\"int\"],\"default\":1}]}",
         "{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\",\"A\"]}",
         "{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\"],\"default\":\"B\"}",
         "[\"int\",\"int\"]",

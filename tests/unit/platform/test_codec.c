@@ -4,16 +4,15 @@
  * counts claiming gigabytes, deep nesting).
  */
 #include "platform/codec.h"
-
 #include "tests/support/avro_sample.h"
+
+#include <cmocka.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 static void test_catalog(void **state)
 {
@@ -28,7 +27,8 @@ static void test_catalog(void **state)
             assert_true(cstl_schema_catalog_at(cat, k)->fingerprint != e->fingerprint);
         assert_non_null(e->latest);
     }
-    const cstl_schema_entry *js = cstl_schema_catalog_find(cat, "io.constellation.jobs.JobSubmitted");
+    const cstl_schema_entry *js =
+        cstl_schema_catalog_find(cat, "io.constellation.jobs.JobSubmitted");
     assert_non_null(js);
     assert_string_equal(js->path, "schemas/jobs/JobSubmitted.avsc");
     assert_string_equal(js->ce_type, "io.constellation.jobs.JobSubmitted.v1");
@@ -69,13 +69,16 @@ static void test_round_trip_every_type(void **state)
 static void test_job_submitted_values(void **state)
 {
     (void)state;
-    const cstl_schema_entry *e = cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobSubmitted");
+    const cstl_schema_entry *e =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobSubmitted");
     json_error_t jerr;
     json_t *in = json_loads(
-        "{\"job_id\":\"0190f5a2-7c1e-7b3a-8e4f-1a2b3c4d5e6f\",\"tenant_id\":\"0190f5a2-7c1e-7b3a-8e4f-000000000001\","
+        "{\"job_id\":\"0190f5a2-7c1e-7b3a-8e4f-1a2b3c4d5e6f\",\"tenant_id\":\"0190f5a2-7c1e-7b3a-"
+        "8e4f-000000000001\","
         "\"gpu_count\":2,\"min_gpu_memory_mib\":40960,\"gpu_model\":null,\"priority\":5,"
         "\"runtime_limit_seconds\":3600,\"retry_limit\":2,\"labels\":{\"team\":\"vision\"},"
-        "\"parameters\":{\"command\":[\"python\",\"train.py\"],\"environment\":{\"EPOCHS\":\"10\"}},"
+        "\"parameters\":{\"command\":[\"python\",\"train.py\"],\"environment\":{\"EPOCHS\":\"10\"}}"
+        ","
         "\"submitted_by\":\"0190f5a2-7c1e-7b3a-8e4f-000000000002\",\"at\":1732000000123456}",
         0, &jerr);
     assert_non_null(in);
@@ -98,7 +101,8 @@ static void test_job_submitted_values(void **state)
     json_object_del(back, "name");
     assert_true(json_equal(in, back));
     /* encoding a value of another schema is refused */
-    const cstl_schema_entry *other = cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobAdmitted");
+    const cstl_schema_entry *other =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobAdmitted");
     assert_int_equal(cstl_codec_encode(other, &v, &buf, &err), CSTL_EINVAL);
     /* unknown and missing fields in JSON are refused with the path */
     json_object_set_new(in, "surprise", json_true());
@@ -145,15 +149,19 @@ static void side_close(side *s)
 
 /* Writes json with writer_text, reads it with reader_text; returns the decode code and, on
  * success, checks the result equals expected_json. */
-static int evolve(const char *writer_text, const char *json_text, const char *reader_text,
-                  const char *expected_json, cstl_error *err)
+static int evolve(const char *writer_text,
+                  const char *json_text,
+                  const char *reader_text,
+                  const char *expected_json,
+                  cstl_error *err)
 {
     side w, r;
     side_open(&w, writer_text);
     side_open(&r, reader_text);
     json_t *in = json_loads(json_text, 0, NULL);
     assert_non_null(in);
-    assert_int_equal(cstl_codec_value_from_json(cstl_avro_schema_root(w.schema), in, &w.value, err), 0);
+    assert_int_equal(cstl_codec_value_from_json(cstl_avro_schema_root(w.schema), in, &w.value, err),
+                     0);
     char bytes[1024];
     avro_writer_t aw = avro_writer_memory(bytes, sizeof bytes);
     assert_int_equal(avro_value_write(aw, &w.value), 0);
@@ -177,66 +185,78 @@ static int evolve(const char *writer_text, const char *json_text, const char *re
     return rc;
 }
 
-#define REC(fields) "{\"type\":\"record\",\"name\":\"io.constellation.jobs.E\",\"fields\":[" fields "]}"
+#define REC(fields)                                                                                \
+    "{\"type\":\"record\",\"name\":\"io.constellation.jobs.E\",\"fields\":[" fields "]}"
 
 static void test_evolution(void **state)
 {
     (void)state;
     cstl_error err;
     /* a field added with a default */
-    assert_int_equal(evolve(REC("{\"name\":\"a\",\"type\":\"int\"}"), "{\"a\":7}",
-                            REC("{\"name\":\"a\",\"type\":\"int\"},"
-                                "{\"name\":\"b\",\"type\":\"string\",\"default\":\"x\"},"
-                                "{\"name\":\"c\",\"type\":[\"null\",\"long\"],\"default\":null},"
-                                "{\"name\":\"d\",\"type\":{\"type\":\"map\",\"values\":\"int\"},\"default\":{\"k\":1}},"
-                                "{\"name\":\"g\",\"type\":{\"type\":\"record\",\"name\":\"G\",\"fields\":["
-                                "{\"name\":\"x\",\"type\":\"int\"}]},\"default\":{\"x\":3}}"),
-                            "{\"a\":7,\"b\":\"x\",\"c\":null,\"d\":{\"k\":1},\"g\":{\"x\":3}}", &err),
-                     0);
+    assert_int_equal(
+        evolve(REC("{\"name\":\"a\",\"type\":\"int\"}"), "{\"a\":7}",
+               REC("{\"name\":\"a\",\"type\":\"int\"},"
+                   "{\"name\":\"b\",\"type\":\"string\",\"default\":\"x\"},"
+                   "{\"name\":\"c\",\"type\":[\"null\",\"long\"],\"default\":null},"
+                   "{\"name\":\"d\",\"type\":{\"type\":\"map\",\"values\":\"int\"},\"default\":{"
+                   "\"k\":1}},"
+                   "{\"name\":\"g\",\"type\":{\"type\":\"record\",\"name\":\"G\",\"fields\":["
+                   "{\"name\":\"x\",\"type\":\"int\"}]},\"default\":{\"x\":3}}"),
+               "{\"a\":7,\"b\":\"x\",\"c\":null,\"d\":{\"k\":1},\"g\":{\"x\":3}}", &err),
+        0);
     /* a field removed (skipped, including nested and variable-length values) */
-    assert_int_equal(evolve(REC("{\"name\":\"gone\",\"type\":{\"type\":\"array\",\"items\":{\"type\":\"map\",\"values\":\"string\"}}},"
-                                "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"u\",\"type\":[\"null\",\"string\"]}"),
+    assert_int_equal(evolve(REC("{\"name\":\"gone\",\"type\":{\"type\":\"array\",\"items\":{"
+                                "\"type\":\"map\",\"values\":\"string\"}}},"
+                                "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"u\",\"type\":["
+                                "\"null\",\"string\"]}"),
                             "{\"gone\":[{\"k\":\"v\"},{}],\"a\":7,\"u\":\"s\"}",
                             REC("{\"name\":\"a\",\"type\":\"int\"}"), "{\"a\":7}", &err),
                      0);
     /* a field renamed with an alias, and the record renamed with an alias */
-    assert_int_equal(evolve(REC("{\"name\":\"old_name\",\"type\":\"string\"}"), "{\"old_name\":\"v\"}",
-                            "{\"type\":\"record\",\"name\":\"io.constellation.jobs.E2\",\"aliases\":[\"E\"],"
-                            "\"fields\":[{\"name\":\"new_name\",\"aliases\":[\"old_name\"],\"type\":\"string\"}]}",
-                            "{\"new_name\":\"v\"}", &err),
-                     0);
+    assert_int_equal(
+        evolve(
+            REC("{\"name\":\"old_name\",\"type\":\"string\"}"), "{\"old_name\":\"v\"}",
+            "{\"type\":\"record\",\"name\":\"io.constellation.jobs.E2\",\"aliases\":[\"E\"],"
+            "\"fields\":[{\"name\":\"new_name\",\"aliases\":[\"old_name\"],\"type\":\"string\"}]}",
+            "{\"new_name\":\"v\"}", &err),
+        0);
     /* an enum symbol the reader does not know falls back to the reader's default */
-    const char *enum_w = REC("{\"name\":\"r\",\"type\":{\"type\":\"enum\",\"name\":\"R\",\"symbols\":[\"A\",\"B\",\"NEW\"],\"default\":\"A\"}}");
-    const char *enum_r = REC("{\"name\":\"r\",\"type\":{\"type\":\"enum\",\"name\":\"R\",\"symbols\":[\"OTHER\",\"A\",\"B\"],\"default\":\"OTHER\"}}");
+    const char *enum_w = REC("{\"name\":\"r\",\"type\":{\"type\":\"enum\",\"name\":\"R\","
+                             "\"symbols\":[\"A\",\"B\",\"NEW\"],\"default\":\"A\"}}");
+    const char *enum_r = REC("{\"name\":\"r\",\"type\":{\"type\":\"enum\",\"name\":\"R\","
+                             "\"symbols\":[\"OTHER\",\"A\",\"B\"],\"default\":\"OTHER\"}}");
     assert_int_equal(evolve(enum_w, "{\"r\":\"NEW\"}", enum_r, "{\"r\":\"OTHER\"}", &err), 0);
     assert_int_equal(evolve(enum_w, "{\"r\":\"B\"}", enum_r, "{\"r\":\"B\"}", &err), 0);
     /* an enum symbol added to the reader: old data still reads */
     assert_int_equal(evolve(enum_r, "{\"r\":\"A\"}", enum_w, "{\"r\":\"A\"}", &err), 0);
     /* without a reader default, an unknown symbol is an error */
     assert_int_equal(evolve(enum_w, "{\"r\":\"NEW\"}",
-                            REC("{\"name\":\"r\",\"type\":{\"type\":\"enum\",\"name\":\"R\",\"symbols\":[\"A\",\"B\"]}}"),
+                            REC("{\"name\":\"r\",\"type\":{\"type\":\"enum\",\"name\":\"R\","
+                                "\"symbols\":[\"A\",\"B\"]}}"),
                             "{}", &err),
                      CSTL_ESCHEMA);
     assert_non_null(strstr(err.message, "\"NEW\""));
     /* promotions and a plain type becoming a union */
-    assert_int_equal(evolve(REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"long\"},"
-                                "{\"name\":\"c\",\"type\":\"float\"},{\"name\":\"s\",\"type\":\"string\"},"
-                                "{\"name\":\"o\",\"type\":\"string\"}"),
-                            "{\"a\":-3,\"b\":40,\"c\":0.5,\"s\":\"hi\",\"o\":\"x\"}",
-                            REC("{\"name\":\"a\",\"type\":\"long\"},{\"name\":\"b\",\"type\":\"double\"},"
-                                "{\"name\":\"c\",\"type\":\"double\"},{\"name\":\"s\",\"type\":\"bytes\"},"
-                                "{\"name\":\"o\",\"type\":[\"null\",\"string\"]}"),
-                            "{\"a\":-3,\"b\":40.0,\"c\":0.5,\"s\":\"hi\",\"o\":\"x\"}", &err),
-                     0);
+    assert_int_equal(
+        evolve(REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"long\"},"
+                   "{\"name\":\"c\",\"type\":\"float\"},{\"name\":\"s\",\"type\":\"string\"},"
+                   "{\"name\":\"o\",\"type\":\"string\"}"),
+               "{\"a\":-3,\"b\":40,\"c\":0.5,\"s\":\"hi\",\"o\":\"x\"}",
+               REC("{\"name\":\"a\",\"type\":\"long\"},{\"name\":\"b\",\"type\":\"double\"},"
+                   "{\"name\":\"c\",\"type\":\"double\"},{\"name\":\"s\",\"type\":\"bytes\"},"
+                   "{\"name\":\"o\",\"type\":[\"null\",\"string\"]}"),
+               "{\"a\":-3,\"b\":40.0,\"c\":0.5,\"s\":\"hi\",\"o\":\"x\"}", &err),
+        0);
     /* a union narrowed to a plain type reads the matching branch */
     assert_int_equal(evolve(REC("{\"name\":\"o\",\"type\":[\"null\",\"int\"]}"), "{\"o\":5}",
                             REC("{\"name\":\"o\",\"type\":\"long\"}"), "{\"o\":5}", &err),
                      0);
     /* a field added without a default cannot be read from old data */
-    assert_int_equal(evolve(REC("{\"name\":\"a\",\"type\":\"int\"}"), "{\"a\":1}",
-                            REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"gpu_count\",\"type\":\"int\"}"),
-                            "{}", &err),
-                     CSTL_ESCHEMA);
+    assert_int_equal(
+        evolve(REC("{\"name\":\"a\",\"type\":\"int\"}"), "{\"a\":1}",
+               REC("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"gpu_count\",\"type\":\"int\"}"),
+               "{}", &err),
+        CSTL_ESCHEMA);
     assert_non_null(strstr(err.message, "\"gpu_count\""));
     /* a type change that is not a promotion */
     assert_int_equal(evolve(REC("{\"name\":\"a\",\"type\":\"string\"}"), "{\"a\":\"1\"}",
@@ -248,7 +268,8 @@ static void test_evolution(void **state)
 
 static void expect_decode_error(const unsigned char *data, size_t len, int code)
 {
-    const cstl_schema_entry *e = cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobSubmitted");
+    const cstl_schema_entry *e =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobSubmitted");
     avro_value_t v;
     assert_int_equal(cstl_codec_value_new(e, &v), 0);
     cstl_error err;
@@ -261,7 +282,8 @@ static void expect_decode_error(const unsigned char *data, size_t len, int code)
 static void test_bad_input(void **state)
 {
     (void)state;
-    const cstl_schema_entry *e = cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobSubmitted");
+    const cstl_schema_entry *e =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobSubmitted");
     json_t *sample = cstl_sample_json(cstl_avro_schema_root(e->schema));
     cstl_codec_buf buf = {0};
     assert_int_equal(cstl_codec_encode_json(e, sample, &buf, NULL), 0);
@@ -325,7 +347,8 @@ static void test_hostile_counts_and_depth(void **state)
                      CSTL_EDECODE);
     side_close(&s);
     /* a recursive list nested 10000 deep */
-    side_open(&s, "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"next\",\"type\":[\"null\",\"L\"]}]}");
+    side_open(&s, "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"next\",\"type\":["
+                  "\"null\",\"L\"]}]}");
     static unsigned char deep[10001];
     memset(deep, 0x02, 10000);
     deep[10000] = 0x00;
@@ -339,8 +362,9 @@ static void test_hostile_counts_and_depth(void **state)
                      0);
     side_close(&s);
     /* a bad boolean and a union index out of range */
-    side_open(&s, "{\"type\":\"record\",\"name\":\"B\",\"fields\":[{\"name\":\"b\",\"type\":\"boolean\"},"
-                  "{\"name\":\"u\",\"type\":[\"null\",\"int\"]}]}");
+    side_open(
+        &s, "{\"type\":\"record\",\"name\":\"B\",\"fields\":[{\"name\":\"b\",\"type\":\"boolean\"},"
+            "{\"name\":\"u\",\"type\":[\"null\",\"int\"]}]}");
     unsigned char b1[] = {0x02, 0x00};
     assert_int_equal(cstl_codec_decode_raw(b1, 2, cstl_avro_schema_root(s.schema),
                                            cstl_avro_schema_root(s.schema), &s.value, &err),

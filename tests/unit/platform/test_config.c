@@ -1,14 +1,14 @@
 /* Unit tests for platform/config.c: defaults, validation of every kind, file + environment. */
 #include "platform/config.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 /* A fake environment: NULL-terminated "NAME=value" strings. */
 typedef struct fake_env {

@@ -1,13 +1,13 @@
 /* Unit tests for platform/error.c: the table, the classes and the error record. */
 #include "platform/error.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 static void test_strerror_and_names(void **state)
 {

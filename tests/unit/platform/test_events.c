@@ -4,12 +4,12 @@
  */
 #include "platform/events.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 static cstl_event_headers sample(void)
 {
@@ -61,7 +61,8 @@ static void test_round_trip(void **state)
     rd_kafka_header_add(hdrs, "cstl_version", -1, "0", -1);
     assert_int_equal(cstl_event_headers_parse(hdrs, &back, &err), CSTL_EDECODE);
     rd_kafka_header_add(hdrs, "cstl_version", -1, "12", -1);
-    rd_kafka_header_add(hdrs, "traceparent", -1, "00-00000000000000000000000000000000-00f067aa0ba902b7-01", -1);
+    rd_kafka_header_add(hdrs, "traceparent", -1,
+                        "00-00000000000000000000000000000000-00f067aa0ba902b7-01", -1);
     assert_int_equal(cstl_event_headers_parse(hdrs, &back, &err), CSTL_EDECODE);
     rd_kafka_header_remove(hdrs, "traceparent");
     assert_int_equal(cstl_event_headers_parse(hdrs, &back, &err), 0);

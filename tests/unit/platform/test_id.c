@@ -2,6 +2,8 @@
 #include "platform/error.h"
 #include "platform/id.h"
 
+#include <cmocka.h>
+
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <cmocka.h>
 
 static void test_layout(void **state)
 {
@@ -58,18 +58,18 @@ static void test_parse_rejects(void **state)
     static const char *const bad[] = {
         "",
         "not-a-uuid",
-        "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b",       /* no dashes */
-        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5",    /* short */
-        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bb",  /* long */
-        "0190a1b2-c3d4-7e5f-8a9b_0c1d2e3f4a5b",   /* wrong separator */
-        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g",   /* not hex */
+        "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b",      /* no dashes */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5",   /* short */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bb", /* long */
+        "0190a1b2-c3d4-7e5f-8a9b_0c1d2e3f4a5b",  /* wrong separator */
+        "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g",  /* not hex */
     };
     for (size_t i = 0; i < CSTL_ARRAY_LEN(bad); i++)
         assert_int_equal(cstl_uuid_parse(bad[i], NULL), CSTL_EPARSE);
     assert_false(cstl_uuid_valid(NULL));
 }
 
-#define THREADS 4
+#define THREADS    4
 #define PER_THREAD 5000
 static char thread_ids[THREADS * PER_THREAD][CSTL_UUID_STRLEN + 1];
 

@@ -6,7 +6,9 @@
 #include "platform/kafka.h"
 #include "platform/log.h"
 
+#include <cmocka.h>
 #include <librdkafka/rdkafka_mock.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,8 +18,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 /* The Kafka protocol ApiKey of ProduceRequest (librdkafka keeps its ApiKey names private). */
 #define KAFKAP_PRODUCE 0
@@ -62,8 +62,8 @@ static void mock_stop(mock *m)
 }
 
 /* Polls c until want records arrived or timeout_ms passed; stores copies of their values. */
-static size_t consume(cstl_kafka_consumer *c, size_t want, int timeout_ms, char values[][64],
-                      int64_t *offsets)
+static size_t
+consume(cstl_kafka_consumer *c, size_t want, int timeout_ms, char values[][64], int64_t *offsets)
 {
     size_t got = 0;
     int64_t deadline = now_ms() + timeout_ms;
@@ -112,9 +112,9 @@ static void test_partitioner_matches_librdkafka(void **state)
     const char *ids[] = {"0190f5a2-7b3c-7def-8a12-3456789abcde", "tenant-1", "", "a", "ab", "abc"};
     for (size_t i = 0; i < CSTL_ARRAY_LEN(ids); i++)
         for (int32_t n = 1; n <= 16; n++)
-            assert_int_equal(cstl_kafka_partition_for_key(ids[i], strlen(ids[i]), n),
-                             rd_kafka_msg_partitioner_murmur2(NULL, ids[i], strlen(ids[i]), n,
-                                                              NULL, NULL));
+            assert_int_equal(
+                cstl_kafka_partition_for_key(ids[i], strlen(ids[i]), n),
+                rd_kafka_msg_partitioner_murmur2(NULL, ids[i], strlen(ids[i]), n, NULL, NULL));
 }
 
 /*
@@ -140,9 +140,8 @@ static void test_partitioner_java_vectors(void **state)
         int32_t positive = (int32_t)((uint32_t)v[i].java_murmur2 & 0x7fffffffu);
         size_t len = strlen(v[i].key);
         assert_int_equal(cstl_kafka_partition_for_key(v[i].key, len, INT32_MAX), positive);
-        assert_int_equal(rd_kafka_msg_partitioner_murmur2(NULL, v[i].key, len, INT32_MAX, NULL,
-                                                          NULL),
-                         positive);
+        assert_int_equal(
+            rd_kafka_msg_partitioner_murmur2(NULL, v[i].key, len, INT32_MAX, NULL, NULL), positive);
         assert_int_equal(cstl_kafka_partition_for_key(v[i].key, len, 3), positive % 3);
     }
     /* "21" over 3 partitions: 1173551340 % 3 */
@@ -318,7 +317,9 @@ typedef struct hook_state {
     int64_t start_offset; /* set on every assigned partition when >= 0 */
 } hook_state;
 
-static int on_rebalance(void *opaque, cstl_kafka_consumer *c, cstl_kafka_rebalance_event ev,
+static int on_rebalance(void *opaque,
+                        cstl_kafka_consumer *c,
+                        cstl_kafka_rebalance_event ev,
                         rd_kafka_topic_partition_list_t *parts)
 {
     (void)c;
@@ -439,9 +440,8 @@ static void test_mock_headers(void **state)
     rd_kafka_headers_t *h = rd_kafka_headers_new(2);
     rd_kafka_header_add(h, "ce_type", -1, "io.constellation.test.v1", -1);
     rd_kafka_header_add(h, "cstl_version", -1, "7", -1);
-    assert_int_equal(cstl_kafka_producer_send_wait(p, topic, 0, "k", 1, "v", 1, h, 10000, NULL,
-                                                   NULL, &err),
-                     0);
+    assert_int_equal(
+        cstl_kafka_producer_send_wait(p, topic, 0, "k", 1, "v", 1, h, 10000, NULL, NULL, &err), 0);
     /* On failure the caller keeps the headers. */
     h = rd_kafka_headers_new(1);
     rd_kafka_header_add(h, "x", -1, "y", -1);
@@ -527,9 +527,8 @@ static void test_mock_transactions(void **state)
     assert_int_equal(cstl_kafka_producer_begin(p, &err), 0);
     rd_kafka_mock_push_request_errors(m.mc, KAFKAP_PRODUCE, 1,
                                       RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
-    assert_int_equal(cstl_kafka_producer_send(p, topic, 0, "k", 1, "bad", 3, NULL, NULL, NULL,
-                                              &err),
-                     0);
+    assert_int_equal(
+        cstl_kafka_producer_send(p, topic, 0, "k", 1, "bad", 3, NULL, NULL, NULL, &err), 0);
     int rc = cstl_kafka_producer_commit(p, 10000, &err);
     assert_int_equal(rc, CSTL_EKAFKA_ABORT);
     assert_int_equal(err.origin, CSTL_ORIGIN_KAFKA);

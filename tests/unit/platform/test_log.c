@@ -1,6 +1,8 @@
 /* Unit tests for platform/log.c: JSON-lines records, levels, fields, context, thread safety. */
 #include "platform/log.h"
 
+#include <cmocka.h>
+
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,8 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 static int pipe_fds[2];
 

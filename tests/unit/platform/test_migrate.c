@@ -3,13 +3,13 @@
 #include "platform/error.h"
 #include "platform/migrate.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 static void test_parse_valid_names(void **state)
 {
@@ -21,9 +21,8 @@ static void test_parse_valid_names(void **state)
                      0);
     assert_int_equal(version, 1);
     assert_string_equal(name, "projection_offsets");
-    assert_int_equal(cstl_migration_parse_name("0042_jobs2.sql", &version, name, sizeof(name),
-                                               NULL),
-                     0);
+    assert_int_equal(
+        cstl_migration_parse_name("0042_jobs2.sql", &version, name, sizeof(name), NULL), 0);
     assert_int_equal(version, 42);
     assert_string_equal(name, "jobs2");
     assert_int_equal(cstl_migration_parse_name("9999_a.sql", &version, NULL, 0, NULL), 0);
@@ -34,17 +33,17 @@ static void test_parse_rejects_bad_names(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "1_x.sql",             /* version not 4 digits */
+        "1_x.sql", /* version not 4 digits */
         "001_x.sql",
-        "00001_x.sql",         /* 5 digits: '_' expected after 4 */
+        "00001_x.sql", /* 5 digits: '_' expected after 4 */
         "0001-x.sql",
         "0001x.sql",
         "0001_x.SQL",
         "0001_x.sql.bak",
-        "0001_.sql",           /* empty name */
-        "0000_x.sql",          /* version 0 */
-        "0001_Jobs.sql",       /* upper case */
-        "0001_1jobs.sql",      /* starts with a digit */
+        "0001_.sql",      /* empty name */
+        "0000_x.sql",     /* version 0 */
+        "0001_Jobs.sql",  /* upper case */
+        "0001_1jobs.sql", /* starts with a digit */
         "0001_job-runs.sql",
         "0001_job runs.sql",
         "0001_job__runs.sql",
@@ -140,10 +139,8 @@ static void test_embedded_list(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_valid_names),
-        cmocka_unit_test(test_parse_rejects_bad_names),
-        cmocka_unit_test(test_sort_and_duplicates),
-        cmocka_unit_test(test_checksum),
+        cmocka_unit_test(test_parse_valid_names),   cmocka_unit_test(test_parse_rejects_bad_names),
+        cmocka_unit_test(test_sort_and_duplicates), cmocka_unit_test(test_checksum),
         cmocka_unit_test(test_embedded_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,13 +3,13 @@
 #include "platform/error.h"
 #include "platform/pg.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 static void test_sqlstate_mapping(void **state)
 {
@@ -18,23 +18,23 @@ static void test_sqlstate_mapping(void **state)
         const char *sqlstate;
         int code;
     } table[] = {
-        {"40001", CSTL_EPG_RETRY},  /* serialization_failure */
-        {"40P01", CSTL_EPG_RETRY},  /* deadlock_detected */
-        {"40000", CSTL_EPG},        /* transaction_rollback: not a retry signal by itself */
-        {"40002", CSTL_EPG},        /* integrity constraint violation at commit */
-        {"08000", CSTL_EPG_CONN},   /* connection_exception */
-        {"08003", CSTL_EPG_CONN},   /* connection_does_not_exist */
-        {"08006", CSTL_EPG_CONN},   /* connection_failure */
-        {"08P01", CSTL_EPG_CONN},   /* protocol_violation */
-        {"57P01", CSTL_EPG_CONN},   /* admin_shutdown (pg_terminate_backend) */
-        {"57P02", CSTL_EPG_CONN},   /* crash_shutdown */
-        {"57P03", CSTL_EPG_CONN},   /* cannot_connect_now */
-        {"23505", CSTL_EEXISTS},    /* unique_violation */
-        {"23503", CSTL_EPG},        /* foreign_key_violation */
-        {"57014", CSTL_ETIMEDOUT},  /* query_canceled (statement_timeout) */
-        {"42P01", CSTL_EPG},        /* undefined_table */
-        {"42601", CSTL_EPG},        /* syntax_error */
-        {"XX000", CSTL_EPG},        /* internal_error */
+        {"40001", CSTL_EPG_RETRY}, /* serialization_failure */
+        {"40P01", CSTL_EPG_RETRY}, /* deadlock_detected */
+        {"40000", CSTL_EPG},       /* transaction_rollback: not a retry signal by itself */
+        {"40002", CSTL_EPG},       /* integrity constraint violation at commit */
+        {"08000", CSTL_EPG_CONN},  /* connection_exception */
+        {"08003", CSTL_EPG_CONN},  /* connection_does_not_exist */
+        {"08006", CSTL_EPG_CONN},  /* connection_failure */
+        {"08P01", CSTL_EPG_CONN},  /* protocol_violation */
+        {"57P01", CSTL_EPG_CONN},  /* admin_shutdown (pg_terminate_backend) */
+        {"57P02", CSTL_EPG_CONN},  /* crash_shutdown */
+        {"57P03", CSTL_EPG_CONN},  /* cannot_connect_now */
+        {"23505", CSTL_EEXISTS},   /* unique_violation */
+        {"23503", CSTL_EPG},       /* foreign_key_violation */
+        {"57014", CSTL_ETIMEDOUT}, /* query_canceled (statement_timeout) */
+        {"42P01", CSTL_EPG},       /* undefined_table */
+        {"42601", CSTL_EPG},       /* syntax_error */
+        {"XX000", CSTL_EPG},       /* internal_error */
         {"", CSTL_EPG},
         {"4000", CSTL_EPG},
         {NULL, CSTL_EPG},

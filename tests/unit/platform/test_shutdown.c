@@ -1,6 +1,8 @@
 /* Unit tests for platform/shutdown.c: signals are taken synchronously, requests wake the waiter. */
 #include "platform/shutdown.h"
 
+#include <cmocka.h>
+
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -8,8 +10,6 @@
 #include <stddef.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 static long ms_since(const struct timespec *t0)
 {

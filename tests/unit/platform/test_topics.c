@@ -1,6 +1,8 @@
 /* Unit tests for platform/topics.c: the embedded catalog, validation of bad catalogs, overrides. */
 #include "platform/topics.h"
 
+#include <cmocka.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,8 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 static const char *config_value(const cstl_topic *t, const char *key)
 {
@@ -49,12 +49,12 @@ static void test_embedded_catalog(void **state)
 }
 
 #define TOPIC(name, ctx, parts) "{\"name\":\"" name "\"," ctx "\"partitions\":" parts "}"
-#define CTX(c) "\"context\":\"" c "\","
-#define CATALOG(topics) "{\"_doc\":\"x\",\"replication_factor\":1,\"topics\":[" topics "]}"
+#define CTX(c)                  "\"context\":\"" c "\","
+#define CATALOG(topics)         "{\"_doc\":\"x\",\"replication_factor\":1,\"topics\":[" topics "]}"
 #define JOBS(e_parts)                                                                              \
-    TOPIC("constellation.jobs.commands", CTX("jobs"), "3") ","                                     \
-    TOPIC("constellation.jobs.events", CTX("jobs"), e_parts) ","                                   \
-    TOPIC("constellation.jobs.snapshots", CTX("jobs"), "3")
+    TOPIC("constellation.jobs.commands", CTX("jobs"), "3")                                         \
+    "," TOPIC("constellation.jobs.events", CTX("jobs"),                                            \
+              e_parts) "," TOPIC("constellation.jobs.snapshots", CTX("jobs"), "3")
 
 static void test_good_small_catalog(void **state)
 {
@@ -109,8 +109,8 @@ static void test_bad_catalogs(void **state)
         {CATALOG(JOBS("6")), CSTL_ECONFIG,
          "\"constellation.jobs.commands\": has 3 partitions but \"constellation.jobs.events\" has "
          "6"},
-        {CATALOG(TOPIC("constellation.jobs.commands", CTX("jobs"), "3") "," TOPIC(
-             "constellation.jobs.events", CTX("jobs"), "3")),
+        {CATALOG(TOPIC("constellation.jobs.commands", CTX("jobs"),
+                       "3") "," TOPIC("constellation.jobs.events", CTX("jobs"), "3")),
          CSTL_ECONFIG, "context \"jobs\" has no topic \"constellation.jobs.snapshots\""},
         {CATALOG(TOPIC("constellation.jobs.queue", CTX("jobs"), "3")), CSTL_ECONFIG,
          "must be named constellation.jobs.commands, .events or .snapshots"},
@@ -156,17 +156,16 @@ static void test_overrides(void **state)
     cat = cstl_topics_load(&err);
     setenv("CONSTELLATION_JOB_LOGS_RETENTION_MS", "-1", 1);
     assert_int_equal(cstl_topics_apply_overrides(cat, NULL, 0, &err), 0);
-    assert_string_equal(config_value(cstl_topics_find(cat, "constellation.jobs.logs"),
-                                     "retention.ms"),
-                        "-1");
+    assert_string_equal(
+        config_value(cstl_topics_find(cat, "constellation.jobs.logs"), "retention.ms"), "-1");
     assert_int_equal(cat->replication_factor, 1);
     cstl_topics_free(cat);
     cat = cstl_topics_load(&err);
     setenv("CONSTELLATION_JOB_LOGS_RETENTION_MS", "", 1);
     assert_int_equal(cstl_topics_apply_overrides(cat, NULL, 0, &err), 0);
-    assert_string_equal(config_value(cstl_topics_find(cat, "constellation.jobs.logs"),
-                                     "retention.ms"),
-                        "604800000");
+    assert_string_equal(
+        config_value(cstl_topics_find(cat, "constellation.jobs.logs"), "retention.ms"),
+        "604800000");
     cstl_topics_free(cat);
     unsetenv("CONSTELLATION_JOB_LOGS_RETENTION_MS");
 }
@@ -202,8 +201,8 @@ static void test_bad_overrides(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embedded_catalog),  cmocka_unit_test(test_good_small_catalog),
-        cmocka_unit_test(test_bad_catalogs),      cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_embedded_catalog), cmocka_unit_test(test_good_small_catalog),
+        cmocka_unit_test(test_bad_catalogs),     cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_bad_overrides),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
