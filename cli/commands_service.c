@@ -8,6 +8,7 @@
  * its own thread, the views reader on its own.
  */
 #include "cli/service.h"
+#include "commands/admission.h"
 #include "commands/api.h"
 #include "commands/client.h"
 #include "commands/handler.h"
@@ -28,7 +29,38 @@ typedef struct commands_state {
     pthread_t handler_thread;
     bool handler_running;
     atomic_bool handler_failed;
+    cstl_admission_runner *admission;
+    pthread_t admission_thread;
+    bool admission_running;
 } commands_state;
+
+static void *admission_main(void *arg)
+{
+    commands_state *st = arg;
+    cstl_error err;
+    if (cstl_admission_runner_run(st->admission, &err) != 0)
+        cstl_log_error("admission", &err, "admission stopped");
+    return NULL;
+}
+
+/* Starts the admission process manager on its own thread (it sends through st->client). */
+static int admission_start(cli_service *svc, commands_state *st, cstl_error *err)
+{
+    const cstl_config *cfg = svc->cfg;
+    cstl_admission_runner_options o = {.brokers = cfg->kafka_brokers,
+                                       .instance_id = cfg->instance_id,
+                                       .client = st->client,
+                                       .max_queued = cfg->max_queued_jobs_per_tenant,
+                                       .timeout_ms = cfg->kafka_timeout_ms,
+                                       .metrics = svc->metrics};
+    st->admission = cstl_admission_runner_new(&o, err);
+    if (st->admission == NULL)
+        return err->code;
+    if (pthread_create(&st->admission_thread, NULL, admission_main, st) != 0)
+        return cstl_error_set(err, CSTL_EINTERNAL, "cannot start the admission thread");
+    st->admission_running = true;
+    return 0;
+}
 
 static void *handler_main(void *arg)
 {
@@ -72,6 +104,8 @@ static int commands_start(cli_service *svc, cstl_error *err)
     int rc = cstl_cmd_api_register(st->api, svc->http, err);
     if (rc != 0)
         return rc;
+    if (cfg->admission && (rc = admission_start(svc, st, err)) != 0)
+        return rc;
     if (!cfg->command_handler) {
         cstl_log(CSTL_LOG_INFO, "commands",
                  "the command handler is off (CONSTELLATION_COMMAND_HANDLER=off)");
@@ -95,6 +129,12 @@ static void commands_stop(cli_service *svc)
     commands_state *st = svc->state;
     if (st == NULL)
         return;
+    /* Admission first: it sends commands the handler below is still there to take. */
+    if (st->admission_running) {
+        cstl_admission_runner_stop(st->admission);
+        pthread_join(st->admission_thread, NULL);
+    }
+    cstl_admission_runner_free(st->admission);
     /* The HTTP server has drained: no request waits for a reply any more. */
     if (st->handler_running) {
         cstl_cmd_handler_stop(st->handler);

@@ -114,6 +114,13 @@ static const setting settings[] = {
     {"CONSTELLATION_COMMAND_HANDLER", SETTING_ONOFF, F(command_handler), "on", 0, 0,
      "on: `constellation commands` also runs the command handler; off: the HTTP command API only "
      "(run the handler in another process)"},
+    {"CONSTELLATION_ADMISSION", SETTING_ONOFF, F(admission), "on", 0, 0,
+     "on: `constellation commands` also runs the admission process manager (JobSubmitted -> "
+     "AdmitJob or RejectJob); off: run it elsewhere"},
+    {"CONSTELLATION_MAX_QUEUED_JOBS_PER_TENANT", SETTING_INT, F(max_queued_jobs_per_tenant), "1000",
+     1, 1000000,
+     "admission rejects a job (QUOTA_EXCEEDED) when its tenant already has this many "
+     "jobs waiting (submitted or queued)"},
     {"CONSTELLATION_OPERATOR_TENANT_ID", SETTING_UUID, F(operator_tenant_id), NULL, 0, 0,
      "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
      "nobody may, tenants are then created with `constellation tenants create`)",

@@ -47,9 +47,11 @@ typedef struct cstl_config {
     int kafka_timeout_ms;
     int topic_replication_factor;
     long job_logs_retention_ms;
-    int command_wait_ms;         /* how long the command API waits for a command's reply */
-    int command_handler;         /* 1: `constellation commands` also runs the command handler */
-    char operator_tenant_id[40]; /* the tenant whose admins may create tenants; "" when unset */
+    int command_wait_ms;            /* how long the command API waits for a command's reply */
+    int admission;                  /* 1: `constellation commands` also runs admission */
+    int max_queued_jobs_per_tenant; /* admission quota */
+    int command_handler;            /* 1: `constellation commands` also runs the command handler */
+    char operator_tenant_id[40];    /* the tenant whose admins may create tenants; "" when unset */
     /* authentication (platform/auth.h); "" when unset */
     char jwt_hs256_secret[CSTL_CONFIG_STR_MAX];
     char jwt_rs256_public_key_file[CSTL_CONFIG_STR_MAX];
