@@ -33,7 +33,7 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void *run_handler(void *arg)
@@ -94,8 +94,8 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 16;
-    per_thread = argc > 2 ? atoi(argv[2]) : 200;
+    int threads = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 16;
+    per_thread = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 200;
     if (threads < 1 || threads > 256 || per_thread < 1) {
         fprintf(stderr, "usage: bench_commands [threads 1-256] [commands per thread]\n");
         return 2;
@@ -155,17 +155,17 @@ int main(int argc, char **argv)
     double bsum = 0, bcount = 0;
     const char *s = strstr(text, "command_batch_size_sum ");
     if (s != NULL)
-        bsum = atof(s + strlen("command_batch_size_sum "));
+        bsum = strtod(s + strlen("command_batch_size_sum "), NULL);
     s = strstr(text, "command_batch_size_count ");
     if (s != NULL)
-        bcount = atof(s + strlen("command_batch_size_count "));
+        bcount = strtod(s + strlen("command_batch_size_count "), NULL);
     double csum = 0, ccount = 0;
     s = strstr(text, "command_commit_seconds_sum ");
     if (s != NULL)
-        csum = atof(s + strlen("command_commit_seconds_sum "));
+        csum = strtod(s + strlen("command_commit_seconds_sum "), NULL);
     s = strstr(text, "command_commit_seconds_count ");
     if (s != NULL)
-        ccount = atof(s + strlen("command_commit_seconds_count "));
+        ccount = strtod(s + strlen("command_commit_seconds_count "), NULL);
     printf("handler: %.0f transactions, mean commit %.1f ms\n", ccount,
            ccount > 0 ? csum / ccount * 1e3 : 0);
     printf("commands: %d threads x %d = %d, %d accepted in %.2f s: %.0f commands/s; reply latency "

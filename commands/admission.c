@@ -239,7 +239,7 @@ static int by_seq(const void *x, const void *y)
 json_t *cstl_admission_pending(const cstl_admission *a)
 {
     size_t n = 0, cap = json_object_size(a->jobs);
-    json_t **list = cstl_xcalloc(cap ? cap : 1, sizeof(*list));
+    json_t **list = cstl_xcalloc(cap ? cap : 1, sizeof(json_t *));
     const char *id;
     json_t *job;
     json_object_foreach(a->jobs, id, job)
@@ -249,7 +249,7 @@ json_t *cstl_admission_pending(const cstl_admission *a)
             list[n++] = job;
         }
     }
-    qsort(list, n, sizeof(*list), by_seq);
+    qsort(list, n, sizeof(json_t *), by_seq);
     json_t *out = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append(out, json_object_get(list[i], "id"));

@@ -115,8 +115,10 @@ int cstl_cmd_reply_encode(const cstl_cmd_reply_record *rec, cstl_codec_buf *out,
         set_opt_str(&v, "error_code", r->error_code) != 0 ||
         set_opt_str(&v, "error_message", r->error_message) != 0 ||
         set_long(&v, "handled_at", r->handled_at_us) != 0 ||
-        avro_value_get_by_name(&v, "event_ids", &f, NULL) != 0)
-        rc = cstl_error_set(err, CSTL_EINVAL, "cannot build command reply: %s", avro_strerror());
+        avro_value_get_by_name(&v, "event_ids", &f, NULL) != 0) {
+        cstl_error_set(err, CSTL_EINVAL, "cannot build command reply: %s", avro_strerror());
+        rc = CSTL_EINVAL;
+    }
     for (int i = 0; rc == 0 && i < rec->n_event_ids; i++)
         if (avro_value_append(&f, &item, NULL) != 0 ||
             avro_value_set_string(&item, rec->event_ids[i]) != 0)

@@ -167,6 +167,159 @@ static int is_poison_offset(const cstl_hpart *pt, int64_t offset)
     return 0;
 }
 
+/* The schema of env's command if this partition may handle it; else NULL with the reply code
+ * and why filled: an unknown type, or an aggregate that hashes to another partition (handling it
+ * here would split the aggregate between two owners). */
+static const cstl_schema_entry *
+route(batch *b, const cstl_cmd_envelope *env, const char **code, char *why, size_t why_size)
+{
+    const cstl_hctx *cx = &b->h->ctx[b->pt->ctx];
+    const char *context = cx->type->context;
+    const cstl_schema_entry *entry =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), env->command_type);
+    char dir[96];
+    snprintf(dir, sizeof(dir), "schemas/%s/commands/", context);
+    if (entry == NULL || strncmp(entry->path, dir, strlen(dir)) != 0) {
+        snprintf(why, why_size, "unknown command type \"%s\" in context \"%s\"", env->command_type,
+                 context);
+        *code = "unknown_command_type";
+        return NULL;
+    }
+    int32_t want =
+        cstl_kafka_partition_for_key(env->aggregate_id, strlen(env->aggregate_id), cx->partitions);
+    if (want != b->pt->p) {
+        snprintf(why, why_size, "aggregate \"%s\" belongs to partition %d, not %d",
+                 env->aggregate_id, (int)want, (int)b->pt->p);
+        *code = "wrong_partition";
+        return NULL;
+    }
+    return entry;
+}
+
+/* A heap cell the delivery report of a snapshot's last event writes its offset into (before the
+ * commit returns); b->snaps may move when it grows, so the slot is a cell of its own. */
+static int64_t *snapshot_slot(batch *b)
+{
+    if (b->n_snaps == b->cap_snaps) {
+        b->cap_snaps = b->cap_snaps ? b->cap_snaps * 2 : 16;
+        b->snaps = cstl_xrealloc(b->snaps, (size_t)b->cap_snaps * sizeof(*b->snaps));
+    }
+    int64_t *slot = cstl_xmalloc(sizeof(*slot));
+    *slot = -1;
+    return slot;
+}
+
+/* Hands slot to the batch, which frees it after commit or abort (a delivery report may still
+ * write it until the transaction ends). With agg, a snapshot of agg is written after the commit;
+ * without (the command failed), only the slot is kept. */
+static void snapshot_queue(batch *b,
+                           int64_t *slot,
+                           const cstl_hagg *agg,
+                           const char *aggregate_id,
+                           const cstl_aggregate_type *type)
+{
+    pending_snapshot *s = &b->snaps[b->n_snaps++];
+    memset(s, 0, sizeof(*s));
+    s->offset_slot = slot;
+    s->version = -1;
+    if (agg != NULL) {
+        snprintf(s->aggregate_id, sizeof(s->aggregate_id), "%s", aggregate_id);
+        s->version = agg->version;
+        s->state = type->snapshot(agg->state);
+    }
+}
+
+/* Encodes the events of d into enc (entries in ev_entry). Returns 0, or -1 with why filled. */
+static int encode_events(const char *context,
+                         const cstl_decision *d,
+                         cstl_codec_buf *enc,
+                         const cstl_schema_entry **ev_entry,
+                         char *why,
+                         size_t why_size)
+{
+    cstl_error e;
+    for (int i = 0; i < d->n_events; i++) {
+        char name[200];
+        snprintf(name, sizeof(name), "%s.%s", context, d->events[i].type);
+        ev_entry[i] = cstl_schema_catalog_find(cstl_schema_catalog_get(), name);
+        if (ev_entry[i] == NULL) {
+            snprintf(why, why_size, "decide produced unknown event \"%s\"", name);
+            return -1;
+        }
+        if (cstl_codec_encode_json(ev_entry[i], d->events[i].data, &enc[i], &e) != 0) {
+            snprintf(why, why_size, "event \"%s\" does not fit its schema: %.400s", name,
+                     e.message);
+            return -1;
+        }
+        if (enc[i].len > MAX_EVENT_BYTES) {
+            snprintf(why, why_size, "event \"%s\" is too large (%zu bytes)", name, enc[i].len);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Produces the events of d (encoded in enc) for the command env and applies them to agg. The
+ * last event's delivery fills offset_slot when set. ids receives the event ids. Returns 0, a send
+ * error, or CSTL_HANDLER_BROKEN_STATE when an event does not apply (the command is remembered as
+ * poison for the redo).
+ */
+static int append_events(batch *b,
+                         const rd_kafka_message_t *m,
+                         const cstl_cmd_envelope *env,
+                         cstl_hagg *agg,
+                         const cstl_decision *d,
+                         const cstl_codec_buf *enc,
+                         const cstl_schema_entry *const *ev_entry,
+                         int64_t *offset_slot,
+                         char ids[][CSTL_UUID_STRLEN + 1],
+                         cstl_error *err)
+{
+    cstl_cmd_handler *h = b->h;
+    cstl_hpart *pt = b->pt;
+    const cstl_hctx *cx = &h->ctx[pt->ctx];
+    const cstl_aggregate_type *type = cx->type;
+    cstl_error e;
+    for (int i = 0; i < d->n_events; i++) {
+        cstl_event_headers eh = {0};
+        cstl_uuid_v7_string(eh.id);
+        snprintf(eh.source, sizeof(eh.source), "%s", h->source);
+        snprintf(eh.type, sizeof(eh.type), "%s", ev_entry[i]->ce_type);
+        eh.time_us = b->now_us;
+        snprintf(eh.subject, sizeof(eh.subject), "%s", env->aggregate_id);
+        snprintf(eh.tenant, sizeof(eh.tenant), "%s", env->tenant_id);
+        eh.version = agg->version + 1;
+        snprintf(eh.causation, sizeof(eh.causation), "%s", env->command_id);
+        snprintf(eh.correlation, sizeof(eh.correlation), "%s", env->correlation_id);
+        snprintf(eh.traceparent, sizeof(eh.traceparent), "%s", env->traceparent);
+        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(12);
+        int rc = cstl_event_headers_build(&eh, hdrs, err);
+        if (rc != 0) {
+            rd_kafka_headers_destroy(hdrs);
+            return rc;
+        }
+        int last = i == d->n_events - 1;
+        rc = send_record(b, cx->events, pt->p, env->aggregate_id, enc[i].data, enc[i].len, hdrs,
+                         last && offset_slot ? on_event_delivery : NULL, last ? offset_slot : NULL,
+                         err);
+        if (rc != 0)
+            return rc;
+        memcpy(ids[i], eh.id, sizeof(ids[i]));
+        cstl_event ev = {
+            .type = d->events[i].type, .version = eh.version, .data = d->events[i].data};
+        if (type->evolve(agg->state, &ev, &e) != 0) {
+            cstl_log_error("commands", &e, "event \"%s\" of command \"%s\" does not apply",
+                           d->events[i].type, env->command_id);
+            if (pt->n_poison < CSTL_HANDLER_MAX_POISON)
+                pt->poison[pt->n_poison++] = m->offset;
+            return CSTL_HANDLER_BROKEN_STATE;
+        }
+        agg->version = eh.version;
+    }
+    return 0;
+}
+
 /*
  * Handles one command record inside the open transaction. Returns 0 (whatever the outcome), a
  * Kafka error code from a send, or CSTL_HANDLER_BROKEN_STATE.
@@ -196,23 +349,10 @@ static int handle_one(batch *b, const rd_kafka_message_t *m, cstl_error *err)
                     "the events this command produced could not be applied", err);
         goto out;
     }
-    const cstl_schema_entry *entry =
-        cstl_schema_catalog_find(cstl_schema_catalog_get(), env.command_type);
-    char dir[96];
-    snprintf(dir, sizeof(dir), "schemas/%s/commands/", type->context);
-    if (entry == NULL || strncmp(entry->path, dir, strlen(dir)) != 0) {
-        snprintf(why, sizeof(why), "unknown command type \"%s\" in context \"%s\"",
-                 env.command_type, type->context);
-        rc = poison(b, m, &env, CSTL_CMD_INVALID, "unknown_command_type", why, err);
-        goto out;
-    }
-    int32_t want =
-        cstl_kafka_partition_for_key(env.aggregate_id, strlen(env.aggregate_id), cx->partitions);
-    if (want != pt->p) {
-        /* Handling it here would split the aggregate between two owners. */
-        snprintf(why, sizeof(why), "aggregate \"%s\" belongs to partition %d, not %d",
-                 env.aggregate_id, (int)want, (int)pt->p);
-        rc = poison(b, m, &env, CSTL_CMD_INVALID, "wrong_partition", why, err);
+    const char *code = NULL;
+    const cstl_schema_entry *entry = route(b, &env, &code, why, sizeof(why));
+    if (entry == NULL) {
+        rc = poison(b, m, &env, CSTL_CMD_INVALID, code, why, err);
         goto out;
     }
     cstl_handled *first = cstl_strmap_get(pt->handled, env.command_id);
@@ -273,23 +413,7 @@ static int handle_one(batch *b, const rd_kafka_message_t *m, cstl_error *err)
     /* Encode every event first: one that does not fit its schema fails the command whole. */
     cstl_codec_buf enc[CSTL_DECISION_MAX_EVENTS] = {{0}};
     const cstl_schema_entry *ev_entry[CSTL_DECISION_MAX_EVENTS];
-    rc = 0;
-    for (int i = 0; i < d.n_events && rc == 0; i++) {
-        char name[200];
-        snprintf(name, sizeof(name), "%s.%s", type->context, d.events[i].type);
-        ev_entry[i] = cstl_schema_catalog_find(cstl_schema_catalog_get(), name);
-        if (ev_entry[i] == NULL) {
-            snprintf(why, sizeof(why), "decide produced unknown event \"%s\"", name);
-            rc = -1;
-        } else if (cstl_codec_encode_json(ev_entry[i], d.events[i].data, &enc[i], &e) != 0) {
-            snprintf(why, sizeof(why), "event \"%s\" does not fit its schema: %.400s", name,
-                     e.message);
-            rc = -1;
-        } else if (enc[i].len > MAX_EVENT_BYTES) {
-            snprintf(why, sizeof(why), "event \"%s\" is too large (%zu bytes)", name, enc[i].len);
-            rc = -1;
-        }
-    }
+    rc = encode_events(type->context, &d, enc, ev_entry, why, sizeof(why));
     if (rc != 0) {
         for (int i = 0; i < d.n_events; i++)
             cstl_codec_buf_free(&enc[i]);
@@ -304,79 +428,23 @@ static int handle_one(batch *b, const rd_kafka_message_t *m, cstl_error *err)
         fresh = NULL;
         cstl_strmap_put(pt->aggs, env.aggregate_id, agg);
     }
+    CSTL_ASSERT(agg != NULL);
     int64_t before = agg->version;
     int snap = (before + d.n_events) / h->snapshot_every > before / h->snapshot_every;
-    int64_t *offset_slot = NULL;
-    if (snap) {
-        if (b->n_snaps == b->cap_snaps) {
-            b->cap_snaps = b->cap_snaps ? b->cap_snaps * 2 : 16;
-            b->snaps = cstl_xrealloc(b->snaps, (size_t)b->cap_snaps * sizeof(*b->snaps));
-        }
-        /* Filled by the delivery report (before the commit returns); b->snaps may move when
-         * it grows, so the slot is a heap cell of its own. */
-        offset_slot = cstl_xmalloc(sizeof(*offset_slot));
-        *offset_slot = -1;
-    }
+    int64_t *offset_slot = snap ? snapshot_slot(b) : NULL;
     char ids[CSTL_DECISION_MAX_EVENTS][CSTL_UUID_STRLEN + 1];
     const char *id_ptrs[CSTL_DECISION_MAX_EVENTS];
-    for (int i = 0; i < d.n_events && rc == 0; i++) {
-        cstl_event_headers eh = {0};
-        cstl_uuid_v7_string(eh.id);
-        snprintf(eh.source, sizeof(eh.source), "%s", h->source);
-        snprintf(eh.type, sizeof(eh.type), "%s", ev_entry[i]->ce_type);
-        eh.time_us = b->now_us;
-        snprintf(eh.subject, sizeof(eh.subject), "%s", env.aggregate_id);
-        snprintf(eh.tenant, sizeof(eh.tenant), "%s", env.tenant_id);
-        eh.version = agg->version + 1;
-        snprintf(eh.causation, sizeof(eh.causation), "%s", env.command_id);
-        snprintf(eh.correlation, sizeof(eh.correlation), "%s", env.correlation_id);
-        snprintf(eh.traceparent, sizeof(eh.traceparent), "%s", env.traceparent);
-        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(12);
-        rc = cstl_event_headers_build(&eh, hdrs, err);
-        if (rc != 0) {
-            rd_kafka_headers_destroy(hdrs);
-            break;
-        }
-        int last = i == d.n_events - 1;
-        rc = send_record(b, cx->events, pt->p, env.aggregate_id, enc[i].data, enc[i].len, hdrs,
-                         last && offset_slot ? on_event_delivery : NULL, last ? offset_slot : NULL,
-                         err);
-        if (rc != 0)
-            break;
-        memcpy(ids[i], eh.id, sizeof(ids[i]));
+    rc = append_events(b, m, &env, agg, &d, enc, ev_entry, offset_slot, ids, err);
+    for (int i = 0; i < d.n_events; i++)
         id_ptrs[i] = ids[i];
-        cstl_event ev = {.type = d.events[i].type, .version = eh.version, .data = d.events[i].data};
-        if (type->evolve(agg->state, &ev, &e) != 0) {
-            cstl_log_error("commands", &e, "event \"%s\" of command \"%s\" does not apply",
-                           d.events[i].type, env.command_id);
-            if (pt->n_poison < CSTL_HANDLER_MAX_POISON)
-                pt->poison[pt->n_poison++] = m->offset;
-            rc = CSTL_HANDLER_BROKEN_STATE;
-            break;
-        }
-        agg->version = eh.version;
-    }
     for (int i = 0; i < d.n_events; i++)
         cstl_codec_buf_free(&enc[i]);
-    if (rc != 0) {
-        /* The slot may still be written by a delivery report until the transaction ends: it is
-         * handed to the batch, which frees it after commit or abort. */
-        if (offset_slot != NULL) {
-            pending_snapshot *s = &b->snaps[b->n_snaps++];
-            memset(s, 0, sizeof(*s));
-            s->offset_slot = offset_slot;
-            s->version = -1;
-        }
+    if (rc == 0)
+        cstl_handler_remember(h, pt, env.command_id, env.aggregate_id, agg->version, b->now_us);
+    if (offset_slot != NULL)
+        snapshot_queue(b, offset_slot, rc == 0 ? agg : NULL, env.aggregate_id, type);
+    if (rc != 0)
         goto out;
-    }
-    cstl_handler_remember(h, pt, env.command_id, env.aggregate_id, agg->version, b->now_us);
-    if (offset_slot != NULL) {
-        pending_snapshot *s = &b->snaps[b->n_snaps++];
-        snprintf(s->aggregate_id, sizeof(s->aggregate_id), "%s", env.aggregate_id);
-        s->version = agg->version;
-        s->state = type->snapshot(agg->state);
-        s->offset_slot = offset_slot;
-    }
     rc = send_reply(b, &env, CSTL_CMD_ACCEPTED, agg->version, NULL, NULL, NULL, id_ptrs, d.n_events,
                     err);
 out:

@@ -101,7 +101,7 @@ typedef struct cstl_hjob {
 /* Handles a batch (handler_batch.c): the partitions' transactions in parallel, then, on the
  * calling thread, failure handling and counters. group: the consumer's current metadata. */
 void cstl_handler_run_batch(cstl_cmd_handler *h,
-                            const cstl_hjob *jobs,
+                            const cstl_hjob *hjobs,
                             int njobs,
                             int64_t now_us,
                             rd_kafka_consumer_group_metadata_t *group);

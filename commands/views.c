@@ -366,7 +366,7 @@ static int setup_partitions(cstl_views *v, const char *prefix, int timeout_ms, c
                                                     err);
                 if (rc == 0 || !cstl_error_is_retriable(rc) || waited >= timeout_ms)
                     break;
-                struct timespec pause = {0, 200 * 1000 * 1000};
+                struct timespec pause = {0, 200L * 1000 * 1000};
                 nanosleep(&pause, NULL);
             }
             views_partition *vp = &v->parts[v->n_parts++];

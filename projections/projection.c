@@ -147,7 +147,7 @@ int cstl_proj_guarded(cstl_pg_conn *conn,
     int rc = cstl_pg_exec_prepared(conn, name, sql, p->n, p->v, &res, err);
     if (rc != 0)
         return rc;
-    long count = PQntuples(res) == 1 ? atol(PQgetvalue(res, 0, 0)) : 0;
+    long count = PQntuples(res) == 1 ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : 0;
     PQclear(res);
     if (count > 0 || exists_sql == NULL)
         return 0;

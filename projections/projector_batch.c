@@ -103,7 +103,7 @@ int proj_active_version(cstl_pg_conn *pg, const char *projection, int *out, cstl
                               "projection \"%s\" has no active version: run constellation migrate",
                               projection);
     }
-    *out = atoi(PQgetvalue(res, 0, 0));
+    *out = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return 0;
 }
@@ -123,7 +123,7 @@ int proj_offsets_load(cstl_pg_conn *pg,
     if (rc != 0)
         return rc;
     for (int i = 0; i < PQntuples(res); i++)
-        fn(ud, PQgetvalue(res, i, 0), (int32_t)atoi(PQgetvalue(res, i, 1)),
+        fn(ud, PQgetvalue(res, i, 0), (int32_t)strtol(PQgetvalue(res, i, 1), NULL, 10),
            strtoll(PQgetvalue(res, i, 2), NULL, 10));
     PQclear(res);
     return 0;
@@ -217,7 +217,7 @@ lock_and_read_offsets(batch_ctx *b, const char *topics, const char *parts, cstl_
     for (int i = 0; i < PQntuples(res); i++)
         for (size_t k = 0; k < b->nparts; k++)
             if (strcmp(b->parts[k].topic, PQgetvalue(res, i, 0)) == 0 &&
-                b->parts[k].partition == atoi(PQgetvalue(res, i, 1)))
+                b->parts[k].partition == (int32_t)strtol(PQgetvalue(res, i, 1), NULL, 10))
                 b->parts[k].stored = strtoll(PQgetvalue(res, i, 2), NULL, 10);
     PQclear(res);
     return 0;

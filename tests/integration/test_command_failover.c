@@ -186,8 +186,8 @@ static void test_failover_exactly_once(void **state)
     fprintf(stderr,
             "failover: %d commands, %d accepted, %d duplicate (retried after a lost reply), %d "
             "unanswered, %d with two event sets; kill at %.1f s, all answered %.1f s later\n",
-            N_COMMANDS, accepted, duplicate, unanswered, twice, (killed_at - t0) / 1000.0,
-            (done_at - killed_at) / 1000.0);
+            N_COMMANDS, accepted, duplicate, unanswered, twice, (double)(killed_at - t0) / 1000.0,
+            (double)(done_at - killed_at) / 1000.0);
     assert_int_equal(twice, 0);
     assert_int_equal(accepted + duplicate, N_COMMANDS);
     free(counts);
