@@ -151,16 +151,20 @@ cstl_cmd_handler *cstl_cmd_handler_new(const cstl_cmd_handler_options *opts, cst
         goto fail;
     h->restore_conf = cstl_kafka_conf_new(h->brokers, client_id, err);
     if (h->restore_conf == NULL ||
-        cstl_kafka_conf_set(h->restore_conf, "enable.partition.eof", "true", err) != 0)
+        cstl_kafka_conf_set(h->restore_conf, "enable.partition.eof", "true", err) != 0 ||
+        /* the end of a partition is seen after one fetch wait: keep it short */
+        cstl_kafka_conf_set(h->restore_conf, "fetch.wait.max.ms", "10", err) != 0)
         goto fail;
     h->group_conf = cstl_kafka_conf_new(h->brokers, client_id, err);
     if (h->group_conf == NULL)
         goto fail;
-    if (opts->session_timeout_ms > 0) {
+    {
+        /* A dead handler's partitions move to the survivors after the session timeout: short
+         * enough that commands wait seconds, not the 45 s of librdkafka's default. */
+        int session = opts->session_timeout_ms > 0 ? opts->session_timeout_ms : 10000;
         char st[32], hb[32];
-        snprintf(st, sizeof(st), "%d", opts->session_timeout_ms);
-        snprintf(hb, sizeof(hb), "%d",
-                 opts->session_timeout_ms / 4 > 0 ? opts->session_timeout_ms / 4 : 1);
+        snprintf(st, sizeof(st), "%d", session);
+        snprintf(hb, sizeof(hb), "%d", session / 4 > 0 ? session / 4 : 1);
         if (cstl_kafka_conf_set(h->group_conf, "session.timeout.ms", st, err) != 0 ||
             cstl_kafka_conf_set(h->group_conf, "heartbeat.interval.ms", hb, err) != 0)
             goto fail;

@@ -38,7 +38,7 @@ typedef struct cstl_cmd_handler_options {
     cstl_metrics *metrics;  /* NULL: cstl_metrics_default() */
     int timeout_ms;         /* Kafka operations (init, commit, metadata); 0: 30000 */
     int restore_timeout_ms; /* restoring one partition; 0: 300000 */
-    int session_timeout_ms; /* group session: how soon a dead member's partitions move; 0: 45000 */
+    int session_timeout_ms; /* group session: how soon a dead member's partitions move; 0: 10000 */
     size_t handled_ids_max; /* command ids remembered per partition; 0: 200000 */
     int64_t handled_ids_ttl_us; /* and for how long; 0: 7 days */
 } cstl_cmd_handler_options;

@@ -142,6 +142,11 @@ static int read_to_end(cstl_cmd_handler *h,
     rd_kafka_t *rk = cstl_kafka_consumer_handle(h->restorer);
     int64_t deadline = cstl_handler_mono_us() + (int64_t)h->restore_timeout_ms * 1000;
     for (;;) {
+        if (atomic_load(&h->stop)) {
+            rc = cstl_error_set(err, CSTL_ESHUTDOWN, "stopping while reading \"%s\" [%d]", topic,
+                                (int)p);
+            break;
+        }
         if (cstl_handler_mono_us() > deadline) {
             rc = cstl_error_set(err, CSTL_ETIMEDOUT, "reading \"%s\" [%d] took over %d ms", topic,
                                 (int)p, h->restore_timeout_ms);

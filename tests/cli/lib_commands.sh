@@ -99,12 +99,14 @@ count_records() {
         2>/dev/null | wc -l
 }
 # committed events on constellation.jobs.events whose ce_subject is $1
+# (events_of SUBJECT [TYPE]: only the events of that short type, e.g. JobSubmitted)
 events_of() {
     kcat -C -b "$brokers" -t constellation.jobs.events -J -e -o beginning -q \
         -X isolation.level=read_committed 2>/dev/null |
-        jq -c --arg s "$1" 'select(.headers != null) | .headers as $h |
+        jq -c --arg s "$1" --arg t "${2:-}" 'select(.headers != null) | .headers as $h |
             [range(0; $h | length; 2) as $i | {key: $h[$i], value: $h[$i + 1]}] | from_entries |
-            select(.ce_subject == $s)'
+            select(.ce_subject == $s) |
+            select($t == "" or .ce_type == "io.constellation.jobs.\($t).v1")'
 }
 jwt() { # jwt TENANT ROLE EXP_OFFSET_S [ALG]
     python3 - "$secret" "$@" <<'PY'

@@ -6,6 +6,9 @@ set -euo pipefail
 # shellcheck source=tests/cli/lib_commands.sh
 source "$(dirname "$0")/lib_commands.sh"
 export CONSTELLATION_MAX_QUEUED_JOBS_PER_TENANT=2
+# Other tests register workers on the same stack: this test's jobs ask for a model only its own
+# worker has.
+model="TEST-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 
 # The decision events (JobAdmitted / JobRejected) of job $1, one JSON line each: {type, reason}.
 decisions_of() {
@@ -27,7 +30,7 @@ wait_decision() {
     fail "job $1 was never decided"
 }
 submit() { # submit KEY GPU_COUNT -> prints the job id
-    request POST /v1/jobs "$1" "{\"gpu_count\":$2,\"min_gpu_memory_mib\":40960,\"parameters\":{\"command\":[\"true\"]}}"
+    request POST /v1/jobs "$1" "{\"gpu_count\":$2,\"min_gpu_memory_mib\":40960,\"gpu_model\":\"$model\",\"parameters\":{\"command\":[\"true\"]}}"
     expect 201 "submit"
     jq -r .id "$work/body"
 }
@@ -37,7 +40,7 @@ start_service
 key=$(jq -r .api_key "$work/t.json")
 wait_key "$key"
 
-# No worker yet: nothing fits.
+# No worker of that model yet: nothing fits.
 early=$(submit "$key" 1)
 [ "$(wait_decision "$early")" = JobRejected ] || fail "a job with no worker registered was admitted"
 
@@ -46,7 +49,7 @@ request POST /v1/api-keys "$key" '{"role":"worker"}'
 expect 201 "worker key"
 key_w=$(jq -r .api_key "$work/body")
 wait_key "$key_w"
-gpus=$(python3 -c 'import json,uuid; print(json.dumps([{"uuid":"GPU-"+str(uuid.uuid4()),"model":"H100","memory_mib":81920,"compute_capability":"9.0"} for _ in range(4)]))')
+gpus=$(python3 -c 'import json,sys,uuid; print(json.dumps([{"uuid":"GPU-"+str(uuid.uuid4()),"model":sys.argv[1],"memory_mib":81920,"compute_capability":"9.0"} for _ in range(4)]))' "$model")
 request POST /v1/workers "$key_w" "{\"hostname\":\"node-a\",\"gpus\":$gpus}"
 expect 201 "register worker"
 sleep 1 # admission reads the registration from the fleet events

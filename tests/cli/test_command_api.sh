@@ -31,7 +31,7 @@ job=$(jq -r .id "$work/body")
 [ "$(header Location)" = "/v1/jobs/$job" ] || fail "Location $(header Location)"
 [ "$(header ETag)" = '"1"' ] || fail "ETag $(header ETag)"
 jq -e '.version == 1 and .status == "accepted"' "$work/body" >/dev/null || fail "submit body"
-events_of "$job" >"$work/events"
+events_of "$job" JobSubmitted >"$work/events"
 [ "$(wc -l <"$work/events")" = 1 ] || fail "expected one event for $job, got $(wc -l <"$work/events")"
 jq -e --arg t "$tenant_a" '.ce_specversion == "1.0" and .ce_type == "io.constellation.jobs.JobSubmitted.v1"
     and (.ce_id | length == 36) and (.ce_source | length > 0) and (.ce_time | endswith("Z"))
@@ -42,7 +42,7 @@ jq -e --arg t "$tenant_a" '.ce_specversion == "1.0" and .ce_type == "io.constell
 request POST /v1/jobs "$key_a" "$job_body" -H 'Idempotency-Key: submit-1'
 expect 201 "repeated submit"
 jq -e --arg j "$job" '.id == $j and .version == 1' "$work/body" >/dev/null || fail "repeat body"
-[ "$(events_of "$job" | wc -l)" = 1 ] || fail "a repeated Idempotency-Key made a second event"
+[ "$(events_of "$job" JobSubmitted | wc -l)" = 1 ] || fail "a repeated Idempotency-Key made a second event"
 command_id=$(jq -r .command_id "$work/body")
 request GET "/v1/commands/$command_id" "$key_a"
 expect 200 "command status"

@@ -37,7 +37,7 @@ for svc in commands projector queries scheduler mcp worker; do
     [ "$(curl -s -o "$work/body" -w '%{http_code}' "http://$addr/healthz")" = 200 ] ||
         fail "$svc /healthz"
     ready=""
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         ready=$(curl -s -o "$work/body" -w '%{http_code}' "http://$addr/readyz")
         [ "$ready" = 200 ] && break
         sleep 0.1
