@@ -120,4 +120,30 @@ int cstl_proj_guarded(cstl_pg_conn *conn,
                       const char *what,
                       cstl_error *err);
 
+/*
+ * Deferred statements. While a sink is installed on the calling thread, cstl_proj_guarded records
+ * its statement (name and parameters copied, sql borrowed: projections pass static strings) and
+ * returns 0 instead of running it; the projector then runs a whole batch's statements in one
+ * pipeline (cstl_pg_pipeline). A recorded statement whose count comes back 0 and that has an
+ * existence check must be decided by running the batch again one event at a time.
+ */
+typedef struct cstl_proj_stmt {
+    char name[64];
+    const char *sql;
+    int n;
+    char *v[CSTL_PROJ_MAX_PARAMS];
+    bool check_exists;
+} cstl_proj_stmt;
+
+typedef struct cstl_proj_sink {
+    cstl_proj_stmt *stmts;
+    size_t n, cap;
+} cstl_proj_sink;
+
+/* Installs sink for the calling thread (NULL: statements run at once again). Borrowed. */
+void cstl_proj_sink_install(cstl_proj_sink *sink);
+/* Forgets the recorded statements (keeps the capacity); cstl_proj_sink_free also frees it. */
+void cstl_proj_sink_clear(cstl_proj_sink *sink);
+void cstl_proj_sink_free(cstl_proj_sink *sink);
+
 #endif

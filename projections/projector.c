@@ -22,8 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TOPICS     4
-#define BACKOFF_MAX_MS 5000
+#define MAX_TOPICS         4
+#define BACKOFF_MAX_MS     5000
+#define SESSION_TIMEOUT_MS "6000" /* the broker's default group.min.session.timeout.ms */
 
 typedef struct part_state {
     char topic[PROJ_NAME_MAX];
@@ -43,7 +44,9 @@ struct cstl_projector {
     cstl_metrics *metrics;
 
     proj_core core;
-    cstl_kafka_conf *kconf;
+    cstl_kafka_conf *kconf; /* the DLQ producer's */
+    cstl_kafka_conf *cconf; /* the consumer's: a short session, so a crashed member is replaced
+                               within SESSION_TIMEOUT_MS rather than librdkafka's 45 s */
     cstl_kafka_consumer *consumer;
     proj_item *batch;
     size_t nbatch;
@@ -347,7 +350,7 @@ static int run_consumer(cstl_projector *p, cstl_error *err)
     if (rc != 0)
         return rc;
     proj_core_set_version(&p->core, version);
-    p->consumer = cstl_kafka_consumer_new(p->kconf, p->group, on_rebalance, p, err);
+    p->consumer = cstl_kafka_consumer_new(p->cconf, p->group, on_rebalance, p, err);
     if (p->consumer == NULL)
         return err->code;
     const char *topics[MAX_TOPICS];
@@ -438,7 +441,11 @@ cstl_projector *cstl_projector_new(const cstl_projector_options *o, cstl_error *
         (proj_core){.proj = proj, .check_version = true, .kafka_timeout_ms = p->kafka_timeout_ms};
     snprintf(p->core.dlq_topic, sizeof(p->core.dlq_topic), "%sdlq", prefix);
     p->kconf = cstl_kafka_conf_new(p->brokers, p->client_id, err);
-    if (p->kconf != NULL)
+    p->cconf = p->kconf ? cstl_kafka_conf_new(p->brokers, p->client_id, err) : NULL;
+    bool ok = p->cconf != NULL &&
+              cstl_kafka_conf_set(p->cconf, "session.timeout.ms", SESSION_TIMEOUT_MS, err) == 0 &&
+              cstl_kafka_conf_set(p->cconf, "heartbeat.interval.ms", "1000", err) == 0;
+    if (ok)
         p->core.dlq = cstl_kafka_producer_new(p->kconf, err);
     if (p->core.dlq == NULL) {
         cstl_projector_free(p);
@@ -489,6 +496,7 @@ void cstl_projector_free(cstl_projector *p)
         cstl_kafka_producer_free(p->core.dlq);
     }
     cstl_kafka_conf_free(p->kconf);
+    cstl_kafka_conf_free(p->cconf);
     cstl_pg_close(p->core.pg);
     pthread_mutex_destroy(&p->mu);
     free(p->parts);

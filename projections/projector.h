@@ -38,7 +38,7 @@ typedef struct cstl_projector_options {
 } cstl_projector_options;
 
 /* A new, stopped projector; strings are copied. NULL with err (CSTL_EINVAL: unknown projection). */
-cstl_projector *cstl_projector_new(const cstl_projector_options *opts, cstl_error *err);
+cstl_projector *cstl_projector_new(const cstl_projector_options *o, cstl_error *err);
 
 /* Starts its thread. Returns 0 or CSTL_EINTERNAL. */
 int cstl_projector_start(cstl_projector *p, cstl_error *err);

@@ -7,8 +7,12 @@
  *     partition) of the batch, in sorted order, then reads the stored offsets and skips records
  *     below them. Two processes that briefly both hold a partition (a rebalance, a zombie after a
  *     lost session) therefore never apply a record twice.
- *   - Records are applied without savepoints first; when one cannot be applied, the transaction is
- *     rolled back and redone with a SAVEPOINT per record, so the bad one is dead-lettered alone.
+ *   - A batch is first applied as one pipeline: every event's statement is recorded, then all are
+ *     sent in one go (cstl_pg_pipeline), so a batch costs a handful of round trips, not one per
+ *     event. When a statement changed nothing and has an existence check (a replay, or an event
+ *     for an unknown aggregate), the transaction is rolled back and redone one event at a time.
+ *     When one cannot be applied, it is redone with a SAVEPOINT per record, so the bad one is
+ *     dead-lettered alone.
  *   - Dead letters are produced and flushed before COMMIT: a committed offset past a poison record
  *     implies the record is in the DLQ. A redone transaction may produce a dead letter again (at
  *     least once in the DLQ; its cstl_dlq_* headers identify the record).
@@ -103,7 +107,7 @@ int proj_active_version(cstl_pg_conn *pg, const char *projection, int *out, cstl
                               "projection \"%s\" has no active version: run constellation migrate",
                               projection);
     }
-    *out = atoi(PQgetvalue(res, 0, 0));
+    *out = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return 0;
 }
@@ -123,7 +127,7 @@ int proj_offsets_load(cstl_pg_conn *pg,
     if (rc != 0)
         return rc;
     for (int i = 0; i < PQntuples(res); i++)
-        fn(ud, PQgetvalue(res, i, 0), (int32_t)atoi(PQgetvalue(res, i, 1)),
+        fn(ud, PQgetvalue(res, i, 0), (int32_t)strtol(PQgetvalue(res, i, 1), NULL, 10),
            strtoll(PQgetvalue(res, i, 2), NULL, 10));
     PQclear(res);
     return 0;
@@ -143,9 +147,12 @@ typedef struct batch_ctx {
     size_t n;
     batch_part *parts;
     size_t nparts;
+    bool piped;     /* the batch's statements in one pipeline */
+    bool need_seq;  /* a piped statement changed nothing and needs an existence check */
     bool slow;      /* a savepoint per record */
     bool need_slow; /* a record failed without savepoints */
-    bool in_tx;     /* the caller's transaction: no version check */
+    cstl_proj_sink sink;
+    bool in_tx; /* the caller's transaction: no version check */
 } batch_ctx;
 
 static int part_cmp(const void *a, const void *b)
@@ -217,7 +224,7 @@ lock_and_read_offsets(batch_ctx *b, const char *topics, const char *parts, cstl_
     for (int i = 0; i < PQntuples(res); i++)
         for (size_t k = 0; k < b->nparts; k++)
             if (strcmp(b->parts[k].topic, PQgetvalue(res, i, 0)) == 0 &&
-                b->parts[k].partition == atoi(PQgetvalue(res, i, 1)))
+                b->parts[k].partition == (int32_t)strtol(PQgetvalue(res, i, 1), NULL, 10))
                 b->parts[k].stored = strtoll(PQgetvalue(res, i, 2), NULL, 10);
     PQclear(res);
     return 0;
@@ -263,6 +270,14 @@ static int produce_dead_letter(proj_core *c, proj_item *it, cstl_error *err)
 static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
 {
     proj_core *c = b->core;
+    if (b->piped) {
+        cstl_proj_sink_install(&b->sink);
+        int rc = c->proj->apply(c->pg, &it->h, it->type, it->data, err);
+        cstl_proj_sink_install(NULL);
+        if (rc != 0 && !cstl_projection_error_retriable(rc))
+            b->need_slow = true;
+        return rc;
+    }
     if (!b->slow) {
         int rc = c->proj->apply(c->pg, &it->h, it->type, it->data, err);
         if (rc != 0 && !cstl_projection_error_retriable(rc))
@@ -283,6 +298,36 @@ static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
     snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s%s%s", aerr.message,
              aerr.detail[0] ? ": " : "", aerr.detail);
     return cstl_pg_exec(c->pg, "ROLLBACK TO SAVEPOINT proj_event", 0, NULL, NULL, err);
+}
+
+/* Runs the statements the batch's events recorded, in one pipeline. A statement that changed
+ * nothing and has an existence check is either a replay or an event for an unknown aggregate
+ * (a dead letter); only a run one event at a time can tell which, so the batch is redone so. */
+static int run_pipeline(batch_ctx *b, cstl_error *err)
+{
+    cstl_proj_sink *k = &b->sink;
+    if (k->n == 0)
+        return 0;
+    cstl_pg_piped *st = cstl_xcalloc(k->n, sizeof(cstl_pg_piped));
+    for (size_t i = 0; i < k->n; i++)
+        st[i] = (cstl_pg_piped){.name = k->stmts[i].name,
+                                .sql = k->stmts[i].sql,
+                                .nparams = k->stmts[i].n,
+                                .params = (const char *const *)k->stmts[i].v};
+    int rc = cstl_pg_pipeline(b->core->pg, st, k->n, err);
+    if (rc != 0 && !cstl_projection_error_retriable(rc))
+        b->need_slow = true;
+    for (size_t i = 0; rc == 0 && i < k->n; i++)
+        if (st[i].count == 0 && k->stmts[i].check_exists) {
+            b->need_seq = true;
+            rc =
+                cstl_error_set(err, CSTL_ECONFLICT,
+                               "statement \"%s\" changed nothing: redoing the batch one event at a "
+                               "time",
+                               k->stmts[i].name);
+        }
+    free(st);
+    return rc;
 }
 
 static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
@@ -334,6 +379,9 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
         if (it->dlq_reason[0] == '\0')
             rc = apply_one(b, it, err);
     }
+    if (rc == 0 && b->piped)
+        rc = run_pipeline(b, err);
+    cstl_proj_sink_clear(&b->sink);
     if (rc == 0 && c->proj->batch_end != NULL)
         rc = c->proj->batch_end(c->pg, err);
     if (rc == 0) {
@@ -382,13 +430,19 @@ static void count_outcome(proj_core *c, const batch_ctx *b)
 int proj_core_apply(proj_core *c, proj_item *items, size_t n, cstl_error *err)
 {
     int64_t t0 = proj_now_ms();
-    batch_ctx b = {.core = c, .items = items, .n = n};
+    batch_ctx b = {.core = c, .items = items, .n = n, .piped = true};
     collect_parts(&b);
     int rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
+    if (rc != 0 && b.need_seq && !b.need_slow) {
+        b.piped = false;
+        rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
+    }
     if (rc != 0 && b.need_slow) {
+        b.piped = false;
         b.slow = true;
         rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
     }
+    cstl_proj_sink_free(&b.sink);
     if (rc == 0) {
         count_outcome(c, &b);
         cstl_metrics_histogram_observe(c->m_batch, (double)(proj_now_ms() - t0) / 1000.0);

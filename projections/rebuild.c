@@ -143,7 +143,7 @@ static int prepare_version(rebuild *r, cstl_rebuild_report *rep, cstl_error *err
     if (rc == 0 && PQntuples(res) != 1)
         rc = cstl_error_set(err, CSTL_ENOTFOUND, "projection \"%s\" has no active version", name);
     if (rc == 0) {
-        rep->old_version = atoi(PQgetvalue(res, 0, 0));
+        rep->old_version = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
         rep->new_version = rep->old_version + 1;
     }
     PQclear(res);

@@ -36,7 +36,7 @@ typedef struct cstl_rebuild_report {
  * optionally drops the old one. Live projectors then reopen on the new version's offsets.
  * report may be NULL. Returns 0 or the first error (the active version is untouched then).
  */
-int cstl_projection_rebuild(const cstl_rebuild_options *opts,
+int cstl_projection_rebuild(const cstl_rebuild_options *o,
                             cstl_rebuild_report *report,
                             cstl_error *err);
 
