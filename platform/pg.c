@@ -722,6 +722,77 @@ static int pipeline_chunk(cstl_pg_conn *conn, cstl_pg_piped *s, size_t n, cstl_e
     return rc;
 }
 
+/* Prepares name (sql) on conn unless it already is. */
+static int
+ensure_prepared(cstl_pg_conn *conn, const char *name, const char *sql, int nparams, cstl_error *err)
+{
+    for (size_t i = 0; i < conn->nstmts; i++) {
+        if (strcmp(conn->stmts[i].name, name) != 0)
+            continue;
+        if (strcmp(conn->stmts[i].sql, sql) != 0)
+            return cstl_error_set(err, CSTL_EINVAL,
+                                  "prepared statement \"%.100s\" already exists with other sql",
+                                  name);
+        return 0;
+    }
+    char what[128];
+    snprintf(what, sizeof(what), "statement \"%.100s\"", name);
+    int rc = exec_checked(conn, PQprepare(conn->pg, name, sql, nparams, NULL), what, NULL, err);
+    if (rc != 0)
+        return rc;
+    if (conn->nstmts == conn->cap_stmts) {
+        conn->cap_stmts = conn->cap_stmts ? conn->cap_stmts * 2 : 8;
+        conn->stmts = cstl_xrealloc(conn->stmts, conn->cap_stmts * sizeof(*conn->stmts));
+    }
+    conn->stmts[conn->nstmts++] = (prepared_stmt){cstl_xstrdup(name), cstl_xstrdup(sql)};
+    return 0;
+}
+
+int cstl_pg_param_types(cstl_pg_conn *conn,
+                        const char *name,
+                        const char *sql,
+                        int nparams,
+                        char **types,
+                        cstl_error *err)
+{
+    if (conn == NULL || name == NULL || sql == NULL || nparams < 1 || types == NULL)
+        return cstl_error_set(err, CSTL_EINVAL, "invalid parameter type arguments");
+    if (conn->pg == NULL || conn->broken)
+        return not_connected(err);
+    int rc = ensure_prepared(conn, name, sql, nparams, err);
+    if (rc != 0)
+        return rc;
+    PGresult *res = NULL;
+    rc =
+        exec_checked(conn, PQdescribePrepared(conn->pg, name), "describing a statement", &res, err);
+    if (rc != 0)
+        return rc;
+    if (PQnparams(res) != nparams) {
+        PQclear(res);
+        return cstl_error_set(err, CSTL_EINVAL, "statement \"%.100s\" has %d parameters, not %d",
+                              name, PQnparams(res), nparams);
+    }
+    char *oids = cstl_xmalloc((size_t)nparams * 12 + 3);
+    size_t o = 0;
+    oids[o++] = '{';
+    for (int i = 0; i < nparams; i++)
+        o += (size_t)snprintf(oids + o, 13, "%s%u", i ? "," : "", PQparamtype(res, i));
+    snprintf(oids + o, 2, "}");
+    PQclear(res);
+    const char *params[] = {oids};
+    rc = cstl_pg_exec(conn,
+                      "SELECT format_type(t, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS "
+                      "x(t, i) ORDER BY i",
+                      1, params, &res, err);
+    free(oids);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < nparams; i++)
+        types[i] = cstl_xstrdup(i < PQntuples(res) ? PQgetvalue(res, i, 0) : "text");
+    PQclear(res);
+    return 0;
+}
+
 int cstl_pg_pipeline(cstl_pg_conn *conn, cstl_pg_piped *stmts, size_t n, cstl_error *err)
 {
     if (conn == NULL || (n > 0 && stmts == NULL))
@@ -729,31 +800,9 @@ int cstl_pg_pipeline(cstl_pg_conn *conn, cstl_pg_piped *stmts, size_t n, cstl_er
     if (conn->pg == NULL || conn->broken)
         return not_connected(err);
     for (size_t k = 0; k < n; k++) {
-        bool found = false;
-        for (size_t i = 0; i < conn->nstmts && !found; i++) {
-            if (strcmp(conn->stmts[i].name, stmts[k].name) != 0)
-                continue;
-            if (strcmp(conn->stmts[i].sql, stmts[k].sql) != 0)
-                return cstl_error_set(err, CSTL_EINVAL,
-                                      "prepared statement \"%.100s\" already exists with other sql",
-                                      stmts[k].name);
-            found = true;
-        }
-        if (found)
-            continue;
-        char what[128];
-        snprintf(what, sizeof(what), "statement \"%.100s\"", stmts[k].name);
-        int rc = exec_checked(
-            conn, PQprepare(conn->pg, stmts[k].name, stmts[k].sql, stmts[k].nparams, NULL), what,
-            NULL, err);
+        int rc = ensure_prepared(conn, stmts[k].name, stmts[k].sql, stmts[k].nparams, err);
         if (rc != 0)
             return rc;
-        if (conn->nstmts == conn->cap_stmts) {
-            conn->cap_stmts = conn->cap_stmts ? conn->cap_stmts * 2 : 8;
-            conn->stmts = cstl_xrealloc(conn->stmts, conn->cap_stmts * sizeof(*conn->stmts));
-        }
-        conn->stmts[conn->nstmts++] =
-            (prepared_stmt){cstl_xstrdup(stmts[k].name), cstl_xstrdup(stmts[k].sql)};
     }
     for (size_t i = 0; i < n; i += PIPELINE_CHUNK) {
         int rc =

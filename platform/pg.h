@@ -136,6 +136,18 @@ typedef struct cstl_pg_piped {
  */
 int cstl_pg_pipeline(cstl_pg_conn *conn, cstl_pg_piped *stmts, size_t n, cstl_error *err);
 
+/*
+ * The types PostgreSQL inferred for the nparams parameters of the statement name (sql, prepared
+ * here unless it already is), as SQL type names ("uuid", "bigint"): types[i] receives a new string
+ * each (free them). Returns 0 or the error.
+ */
+int cstl_pg_param_types(cstl_pg_conn *conn,
+                        const char *name,
+                        const char *sql,
+                        int nparams,
+                        char **types,
+                        cstl_error *err);
+
 /* Runs a script of one or more statements (simple query protocol, no parameters), discarding
  * the results. Returns 0 or the first statement error. */
 int cstl_pg_exec_script(cstl_pg_conn *conn, const char *sql, cstl_error *err);

@@ -258,7 +258,7 @@ static void test_incremental_equals_rebuilt_and_direct(void **state)
 {
     (void)state;
     const char *env = getenv("CSTL_TEST_EVENTS");
-    size_t n = env ? (size_t)atol(env) : 12000;
+    size_t n = env ? (size_t)strtoul(env, NULL, 10) : 12000;
     generate(n);
     int64_t t0 = pe_now_ms();
     for (int i = 0; i < NPROJ; i++)
