@@ -182,40 +182,50 @@ int cstl_projection_jobs_apply(cstl_pg_conn *conn,
     return rc;
 }
 
-/* Appends s[0..n) to the growing string *out (capacity *cap, length *len). */
-static void put(char **out, size_t *len, size_t *cap, const char *s, size_t n)
+/* A growing string. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static sbuf sbuf_new(void)
 {
-    if (*len + n + 1 > *cap) {
-        *cap = (*len + n + 1) * 2;
-        *out = cstl_xrealloc(*out, *cap);
+    sbuf b = {cstl_xmalloc(256), 0, 256};
+    b.s[0] = '\0';
+    return b;
+}
+
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->s = cstl_xrealloc(b->s, b->cap);
     }
-    memcpy(*out + *len, s, n);
-    *len += n;
-    (*out)[*len] = '\0';
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
 }
 
-static void puts_(char **out, size_t *len, size_t *cap, const char *s)
+static void puts_(sbuf *b, const char *s)
 {
-    put(out, len, cap, s, strlen(s));
+    put(b, s, strlen(s));
 }
 
-/* s with every $N replaced by e.pN. */
+/* s with every $N replaced by e.pN. New string. */
 static char *params_to_columns(const char *s)
 {
-    char *out = NULL;
-    size_t len = 0, cap = 0;
-    puts_(&out, &len, &cap, "");
+    sbuf out = sbuf_new();
     while (*s != '\0') {
         if (s[0] == '$' && s[1] >= '0' && s[1] <= '9') {
-            puts_(&out, &len, &cap, "e.p");
+            puts_(&out, "e.p");
             s++;
             while (*s >= '0' && *s <= '9')
-                put(&out, &len, &cap, s++, 1);
+                put(&out, s++, 1);
             continue;
         }
-        put(&out, &len, &cap, s++, 1);
+        put(&out, s++, 1);
     }
-    return out;
+    return out.s;
 }
 
 /* Replaces the first occurrence of from in *s by to; false when absent. */
@@ -224,34 +234,32 @@ static bool replace_once(char **s, const char *from, const char *to)
     char *at = strstr(*s, from);
     if (at == NULL)
         return false;
-    char *out = NULL;
-    size_t len = 0, cap = 0;
-    put(&out, &len, &cap, *s, (size_t)(at - *s));
-    puts_(&out, &len, &cap, to);
-    puts_(&out, &len, &cap, at + strlen(from));
+    sbuf out = sbuf_new();
+    put(&out, *s, (size_t)(at - *s));
+    puts_(&out, to);
+    puts_(&out, at + strlen(from));
     free(*s);
-    *s = out;
+    *s = out.s;
     return true;
 }
 
 char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, int n)
 {
     /* the events' parameters as the columns p1..pN of e, one row per event */
-    char *out = NULL;
-    size_t len = 0, cap = 0;
-    puts_(&out, &len, &cap, "WITH e AS (SELECT * FROM unnest(");
+    sbuf out = sbuf_new();
+    puts_(&out, "WITH e AS (SELECT * FROM unnest(");
     for (int i = 0; i < n; i++) {
         char buf[128];
         snprintf(buf, sizeof(buf), "%s$%d::%s[]", i ? ", " : "", i + 1, types[i]);
-        puts_(&out, &len, &cap, buf);
+        puts_(&out, buf);
     }
-    puts_(&out, &len, &cap, ") AS e(");
+    puts_(&out, ") AS e(");
     for (int i = 0; i < n; i++) {
         char buf[32];
         snprintf(buf, sizeof(buf), "%sp%d", i ? ", " : "", i + 1);
-        puts_(&out, &len, &cap, buf);
+        puts_(&out, buf);
     }
-    puts_(&out, &len, &cap, ")), ");
+    puts_(&out, ")), ");
     char *body = params_to_columns(sql);
     bool ok = strncmp(body, "WITH u AS (", 11) == 0;
     /* the guarded update or the insert of u runs for every row of e */
@@ -262,25 +270,24 @@ char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, in
              replace_once(&body, ") ON CONFLICT (job_id) DO NOTHING RETURNING tenant_id)",
                           " FROM e ON CONFLICT (job_id) DO NOTHING RETURNING job_id, tenant_id)");
     /* what follows u reads each changed job's event from e */
-    char *tail = ok ? strstr(body, "RETURNING ") : NULL;
+    const char *tail = ok ? strstr(body, "RETURNING ") : NULL;
     if (tail != NULL) {
-        puts_(&out, &len, &cap, "");
-        put(&out, &len, &cap, body + 5, (size_t)(tail - body - 5)); /* without "WITH " */
-        const char *t = tail;
+        put(&out, body + 5, (size_t)(tail - body - 5)); /* without "WITH " */
         const char *from_u;
-        while ((from_u = strstr(t, " FROM u")) != NULL) {
-            put(&out, &len, &cap, t, (size_t)(from_u - t));
-            puts_(&out, &len, &cap, " FROM u JOIN e ON e.p1 = u.job_id");
-            t = from_u + 7;
+        while ((from_u = strstr(tail, " FROM u")) != NULL) {
+            put(&out, tail, (size_t)(from_u - tail));
+            puts_(&out, " FROM u JOIN e ON e.p1 = u.job_id");
+            tail = from_u + 7;
         }
-        puts_(&out, &len, &cap, t);
+        puts_(&out, tail);
     }
+    bool done = tail != NULL;
     free(body);
-    if (tail == NULL) {
-        free(out);
+    if (!done) {
+        free(out.s);
         return NULL;
     }
-    return out;
+    return out.s;
 }
 
 /* Renumbers the queues of the tenants whose queue changed in this batch: position 1 is the next

@@ -35,6 +35,8 @@ static unsigned kill_state;
 static js_gen *stream;
 static int version_seq = 10;
 static char logdir[256];
+static pid_t
+    running[8]; /* projector processes not reaped yet: killed by teardown after a failure */
 
 static int pick(int n)
 {
@@ -86,12 +88,20 @@ static pid_t spawn_projector(const char *name)
     free(envp);
     if (rc != 0)
         fail_msg("cannot start %s: %s", bin, strerror(rc));
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(running); i++)
+        if (running[i] == 0) {
+            running[i] = pid;
+            break;
+        }
     return pid;
 }
 
 /* Sends sig and reaps the process (SIGKILL after 20 s). */
 static void stop_projector(pid_t pid, int sig)
 {
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(running); i++)
+        if (running[i] == pid)
+            running[i] = 0;
     kill(pid, sig);
     int64_t deadline = pe_now_ms() + 20000;
     int status;
@@ -284,6 +294,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    for (size_t i = 0; i < CSTL_ARRAY_LEN(running); i++)
+        if (running[i] > 0) {
+            kill(running[i], SIGKILL);
+            waitpid(running[i], NULL, 0);
+        }
     free(stream);
     pe_teardown();
     if (getenv("CSTL_TEST_KEEP_LOGS") != NULL) {
