@@ -306,5 +306,16 @@ int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err)
         "UPDATE jobs SET queue_position = r.pos, queue_dirty = false FROM r "
         "WHERE jobs.job_id = r.job_id AND (jobs.queue_position IS DISTINCT FROM r.pos "
         "OR jobs.queue_dirty)";
+    /* Two projector processes that split the partitions renumber the same tenants' queues: each
+     * first takes a lock per marked tenant (sorted, so two batches never wait on each other
+     * crosswise), then renumbers in a new statement whose snapshot sees what the previous holder
+     * committed. Marks never outlive a commit, so the marked tenants are this batch's own. */
+    static const char lock_sql[] =
+        "SELECT count(pg_advisory_xact_lock(hashtext('cstl_jobs_queue/' || current_schema() || "
+        "'/' || tenant_id))) FROM (SELECT DISTINCT tenant_id FROM jobs WHERE queue_dirty "
+        "ORDER BY tenant_id) t";
+    int rc = cstl_pg_exec_prepared(conn, "jobs_queue_lock", lock_sql, 0, NULL, NULL, err);
+    if (rc != 0)
+        return rc;
     return cstl_pg_exec_prepared(conn, "jobs_queue_renumber", sql, 0, NULL, NULL, err);
 }
