@@ -3,6 +3,8 @@
 # they never fail on a slow machine; a non-zero exit means one could not run at all.
 #   bench_codec   Avro encode/decode of JobSubmitted vs jansson JSON (no stack needed)
 #   bench_submit  POST /v1/jobs at increasing rates vs the raw produce rate of the same broker
+#   bench_projector  the jobs projector's catch-up rate and end-to-end lag vs COPY of the same rows
+#                 into the same PostgreSQL (its own scratch database and topics)
 # The service benchmarks start the local stack (and stop it again if they started it) and run
 # `constellation commands` on a free loopback port.
 set -euo pipefail
@@ -28,6 +30,9 @@ bash infra/local/stack.sh up >/dev/null
 eval "$(bash infra/local/stack.sh env)"
 bin="$build/constellation"
 "$bin" topics create 2>/dev/null
+
+printf '\n== bench_projector ==\n'
+CONSTELLATION_LOG_LEVEL=warn "$build/bench/bench_projector" || status=1
 
 printf '\n== bench_submit ==\n'
 CONSTELLATION_COMMANDS_ADDR=127.0.0.1:0 CONSTELLATION_LOG_LEVEL=warn \

@@ -30,7 +30,12 @@ static int projector_start(cli_service *svc, cstl_error *err)
         char client_id[300];
         snprintf(client_id, sizeof(client_id), "constellation-projector-%s-%s", selected[i],
                  svc->cfg->instance_id);
+        char group[160];
+        bool isolated = strcmp(svc->cfg->topic_prefix, "constellation.") != 0;
+        snprintf(group, sizeof(group), "%sprojector-", svc->cfg->topic_prefix);
         cstl_projector_options o = {.projection = selected[i],
+                                    .topic_prefix = svc->cfg->topic_prefix,
+                                    .group_prefix = isolated ? group : NULL,
                                     .brokers = svc->cfg->kafka_brokers,
                                     .pg_dsn = svc->cfg->pg_dsn,
                                     .client_id = client_id,

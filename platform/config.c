@@ -58,6 +58,10 @@ static const setting settings[] = {
      "logged"},
     {"CONSTELLATION_INSTANCE_ID", SETTING_STRING, F(instance_id), NULL, 0, 0,
      "this process's identity in Kafka client ids and reply routing (default: hostname-pid)"},
+    {"CONSTELLATION_TOPIC_PREFIX", SETTING_STRING, F(topic_prefix), "constellation.", 0, 0,
+     "prefix of the topics the projector consumes (<prefix><context>.events, <prefix>dlq); any "
+     "other value also prefixes its consumer groups (<prefix>projector-<name>), for isolated "
+     "test and bench topics"},
     {"CONSTELLATION_LOG_LEVEL", SETTING_LOG_LEVEL, F(log_level), "info", 0, 0,
      "lowest level logged: debug, info, warn or error"},
     {"CONSTELLATION_COMMANDS_ADDR", SETTING_ADDR, F(commands_addr), "127.0.0.1:8080", 0, 0,

@@ -59,6 +59,7 @@ typedef struct cstl_config {
     char jwt_audience[512];
     int projector_batch_max;
     int projector_batch_ms;
+    char topic_prefix[96];
 } cstl_config;
 
 /* One problem found while loading; problems are collected in a cstl_config_problems list. */

@@ -656,6 +656,163 @@ int cstl_pg_exec_prepared(cstl_pg_conn *conn,
     return exec_checked(conn, res, what, out, err);
 }
 
+/* Statements per pipeline chunk: small enough that the results of a chunk fit in the socket
+ * buffers while the chunk is still being sent (no deadlock in blocking mode). */
+#define PIPELINE_CHUNK 256
+
+static int pipeline_lost(cstl_pg_conn *conn, cstl_error *err)
+{
+    conn->broken = true;
+    cstl_error_set(err, CSTL_EPG_CONN, "connection to postgresql lost in a pipeline: %s",
+                   conn->pg ? PQerrorMessage(conn->pg) : "");
+    if (err != NULL)
+        err->origin = CSTL_ORIGIN_PG;
+    return CSTL_EPG_CONN;
+}
+
+static int pipeline_chunk(cstl_pg_conn *conn, cstl_pg_piped *s, size_t n, cstl_error *err)
+{
+    PGconn *pg = conn->pg;
+    if (!PQenterPipelineMode(pg))
+        return pipeline_lost(conn, err);
+    size_t sent = 0;
+    while (sent < n &&
+           PQsendQueryPrepared(pg, s[sent].name, s[sent].nparams, s[sent].params, NULL, NULL, 0))
+        sent++;
+    if (sent < n || !PQpipelineSync(pg))
+        return pipeline_lost(conn, err);
+    int rc = 0;
+    for (size_t i = 0; i < sent; i++) {
+        PGresult *res = PQgetResult(pg);
+        if (res == NULL)
+            return pipeline_lost(conn, err);
+        ExecStatusType st = PQresultStatus(res);
+        s[i].count = 0;
+        if (st == PGRES_TUPLES_OK && PQntuples(res) > 0 && PQnfields(res) > 0)
+            s[i].count = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        if (rc == 0 && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            char what[128];
+            snprintf(what, sizeof(what), "statement \"%.100s\"", s[i].name);
+            rc = exec_checked(conn, res, what, NULL, err);
+            res = NULL;
+            if (rc == CSTL_EPG_CONN)
+                return rc;
+        }
+        PQclear(res);
+        res = PQgetResult(pg); /* the NULL that ends each statement's results */
+        if (res != NULL)
+            PQclear(res);
+        if (PQstatus(pg) == CONNECTION_BAD)
+            return pipeline_lost(conn, err);
+    }
+    for (;;) {
+        PGresult *res = PQgetResult(pg);
+        if (res == NULL) {
+            if (PQstatus(pg) == CONNECTION_BAD)
+                return pipeline_lost(conn, err);
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        PQclear(res);
+        if (st == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    if (!PQexitPipelineMode(pg))
+        return pipeline_lost(conn, err);
+    return rc;
+}
+
+/* Prepares name (sql) on conn unless it already is. */
+static int
+ensure_prepared(cstl_pg_conn *conn, const char *name, const char *sql, int nparams, cstl_error *err)
+{
+    for (size_t i = 0; i < conn->nstmts; i++) {
+        if (strcmp(conn->stmts[i].name, name) != 0)
+            continue;
+        if (strcmp(conn->stmts[i].sql, sql) != 0)
+            return cstl_error_set(err, CSTL_EINVAL,
+                                  "prepared statement \"%.100s\" already exists with other sql",
+                                  name);
+        return 0;
+    }
+    char what[128];
+    snprintf(what, sizeof(what), "statement \"%.100s\"", name);
+    int rc = exec_checked(conn, PQprepare(conn->pg, name, sql, nparams, NULL), what, NULL, err);
+    if (rc != 0)
+        return rc;
+    if (conn->nstmts == conn->cap_stmts) {
+        conn->cap_stmts = conn->cap_stmts ? conn->cap_stmts * 2 : 8;
+        conn->stmts = cstl_xrealloc(conn->stmts, conn->cap_stmts * sizeof(*conn->stmts));
+    }
+    conn->stmts[conn->nstmts++] = (prepared_stmt){cstl_xstrdup(name), cstl_xstrdup(sql)};
+    return 0;
+}
+
+int cstl_pg_param_types(cstl_pg_conn *conn,
+                        const char *name,
+                        const char *sql,
+                        int nparams,
+                        char **types,
+                        cstl_error *err)
+{
+    if (conn == NULL || name == NULL || sql == NULL || nparams < 1 || types == NULL)
+        return cstl_error_set(err, CSTL_EINVAL, "invalid parameter type arguments");
+    if (conn->pg == NULL || conn->broken)
+        return not_connected(err);
+    int rc = ensure_prepared(conn, name, sql, nparams, err);
+    if (rc != 0)
+        return rc;
+    PGresult *res = NULL;
+    rc =
+        exec_checked(conn, PQdescribePrepared(conn->pg, name), "describing a statement", &res, err);
+    if (rc != 0)
+        return rc;
+    if (PQnparams(res) != nparams) {
+        PQclear(res);
+        return cstl_error_set(err, CSTL_EINVAL, "statement \"%.100s\" has %d parameters, not %d",
+                              name, PQnparams(res), nparams);
+    }
+    char *oids = cstl_xmalloc((size_t)nparams * 12 + 3);
+    size_t o = 0;
+    oids[o++] = '{';
+    for (int i = 0; i < nparams; i++)
+        o += (size_t)snprintf(oids + o, 13, "%s%u", i ? "," : "", PQparamtype(res, i));
+    snprintf(oids + o, 2, "}");
+    PQclear(res);
+    const char *params[] = {oids};
+    rc = cstl_pg_exec(conn,
+                      "SELECT format_type(t, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS "
+                      "x(t, i) ORDER BY i",
+                      1, params, &res, err);
+    free(oids);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < nparams; i++)
+        types[i] = cstl_xstrdup(i < PQntuples(res) ? PQgetvalue(res, i, 0) : "text");
+    PQclear(res);
+    return 0;
+}
+
+int cstl_pg_pipeline(cstl_pg_conn *conn, cstl_pg_piped *stmts, size_t n, cstl_error *err)
+{
+    if (conn == NULL || (n > 0 && stmts == NULL))
+        return cstl_error_set(err, CSTL_EINVAL, "invalid pipeline arguments");
+    if (conn->pg == NULL || conn->broken)
+        return not_connected(err);
+    for (size_t k = 0; k < n; k++) {
+        int rc = ensure_prepared(conn, stmts[k].name, stmts[k].sql, stmts[k].nparams, err);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < n; i += PIPELINE_CHUNK) {
+        int rc =
+            pipeline_chunk(conn, stmts + i, n - i < PIPELINE_CHUNK ? n - i : PIPELINE_CHUNK, err);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int cstl_pg_exec_script(cstl_pg_conn *conn, const char *sql, cstl_error *err)
 {
     if (conn == NULL || sql == NULL)

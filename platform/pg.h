@@ -115,6 +115,39 @@ int cstl_pg_exec_prepared(cstl_pg_conn *conn,
                           PGresult **out,
                           cstl_error *err);
 
+/* One statement of cstl_pg_pipeline: a prepared statement (name, sql as for
+ * cstl_pg_exec_prepared) with text parameters; count receives the integer in the first column of
+ * its first row (0 when it returns no row). */
+typedef struct cstl_pg_piped {
+    const char *name;
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    long count;
+} cstl_pg_piped;
+
+/*
+ * Runs n prepared statements in libpq pipeline mode: statements not yet prepared on this
+ * connection are prepared first, then they are sent in chunks (one round trip per chunk instead of
+ * one per statement) and their results read. Meant for use inside a transaction: a failing
+ * statement makes the server skip the rest, and the transaction is then aborted. Returns 0 with
+ * every count filled, or the error of the first failing statement (CSTL_EPG_CONN when the
+ * connection was lost: reconnect). Borrowed arguments.
+ */
+int cstl_pg_pipeline(cstl_pg_conn *conn, cstl_pg_piped *stmts, size_t n, cstl_error *err);
+
+/*
+ * The types PostgreSQL inferred for the nparams parameters of the statement name (sql, prepared
+ * here unless it already is), as SQL type names ("uuid", "bigint"): types[i] receives a new string
+ * each (free them). Returns 0 or the error.
+ */
+int cstl_pg_param_types(cstl_pg_conn *conn,
+                        const char *name,
+                        const char *sql,
+                        int nparams,
+                        char **types,
+                        cstl_error *err);
+
 /* Runs a script of one or more statements (simple query protocol, no parameters), discarding
  * the results. Returns 0 or the first statement error. */
 int cstl_pg_exec_script(cstl_pg_conn *conn, const char *sql, cstl_error *err);

@@ -68,8 +68,8 @@ static int apply_job_submitted(cstl_pg_conn *conn, const json_t *data, cstl_erro
     cstl_proj_str(&p, data, "tenant_id", false);
     int rc = cstl_proj_params_check(&p, "JobSubmitted", err);
     if (rc == 0)
-        rc = cstl_pg_exec_prepared(conn, "fleet_job_submitted", job_submitted_sql, p.n, p.v, NULL,
-                                   err);
+        rc = cstl_proj_guarded(conn, "fleet_job_submitted", job_submitted_sql, &p, NULL, NULL,
+                               "job", err);
     cstl_proj_params_free(&p);
     return rc;
 }

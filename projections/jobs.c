@@ -10,6 +10,8 @@
  */
 #include "projections/projection.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* $1 job_id, $2 version, $3 time (us), $4 event id, $5 event type, $6 data; specific from $7 */
@@ -83,15 +85,14 @@ static const event_spec specs[] = {
     {"RunStarted",
      "started_at",
      HEAD "state = 'running', reason = 'running', reason_message = NULL, " DIRTY TAIL HISTORY
-          ", r AS (UPDATE runs SET started_at = cstl_ts($3), worker_id = $8 WHERE run_id = $7 "
-          "AND EXISTS (SELECT FROM u))" COUNT,
+          ", r AS (UPDATE runs SET started_at = cstl_ts($3), worker_id = $8 FROM u "
+          "WHERE run_id = $7)" COUNT,
      {{"run_id", STR}, {"worker_id", STR}}},
     {"RunFinished",
      "finished_at",
      HEAD DIRTY TAIL HISTORY
      ", r AS (UPDATE runs SET finished_at = cstl_ts($3), outcome = $8, exit_code = $9::int, "
-     "failure_reason = $10, gpu_seconds = $11::bigint WHERE run_id = $7 "
-     "AND EXISTS (SELECT FROM u))" COUNT,
+     "failure_reason = $10, gpu_seconds = $11::bigint FROM u WHERE run_id = $7)" COUNT,
      {{"run_id", STR},
       {"outcome", LOWER},
       {"exit_code", INT_NULL},
@@ -181,8 +182,118 @@ int cstl_projection_jobs_apply(cstl_pg_conn *conn,
     return rc;
 }
 
+/* A growing string. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static sbuf sbuf_new(void)
+{
+    sbuf b = {cstl_xmalloc(256), 0, 256};
+    b.s[0] = '\0';
+    return b;
+}
+
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->s = cstl_xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void puts_(sbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* s with every $N replaced by e.pN. New string. */
+static char *params_to_columns(const char *s)
+{
+    sbuf out = sbuf_new();
+    while (*s != '\0') {
+        if (s[0] == '$' && s[1] >= '0' && s[1] <= '9') {
+            puts_(&out, "e.p");
+            s++;
+            while (*s >= '0' && *s <= '9')
+                put(&out, s++, 1);
+            continue;
+        }
+        put(&out, s++, 1);
+    }
+    return out.s;
+}
+
+/* Replaces the first occurrence of from in *s by to; false when absent. */
+static bool replace_once(char **s, const char *from, const char *to)
+{
+    char *at = strstr(*s, from);
+    if (at == NULL)
+        return false;
+    sbuf out = sbuf_new();
+    put(&out, *s, (size_t)(at - *s));
+    puts_(&out, to);
+    puts_(&out, at + strlen(from));
+    free(*s);
+    *s = out.s;
+    return true;
+}
+
+char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, int n)
+{
+    /* the events' parameters as the columns p1..pN of e, one row per event */
+    sbuf out = sbuf_new();
+    puts_(&out, "WITH e AS (SELECT * FROM unnest(");
+    for (int i = 0; i < n; i++) {
+        char buf[128];
+        snprintf(buf, sizeof(buf), "%s$%d::%s[]", i ? ", " : "", i + 1, types[i]);
+        puts_(&out, buf);
+    }
+    puts_(&out, ") AS e(");
+    for (int i = 0; i < n; i++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%sp%d", i ? ", " : "", i + 1);
+        puts_(&out, buf);
+    }
+    puts_(&out, ")), ");
+    char *body = params_to_columns(sql);
+    bool ok = strncmp(body, "WITH u AS (", 11) == 0;
+    /* the guarded update or the insert of u runs for every row of e */
+    if (ok && !replace_once(&body, " WHERE job_id = e.p1 AND version < e.p2 RETURNING tenant_id)",
+                            " FROM e WHERE jobs.job_id = e.p1 AND jobs.version < e.p2 RETURNING "
+                            "jobs.job_id, jobs.tenant_id)"))
+        ok = replace_once(&body, " VALUES (", " SELECT ") &&
+             replace_once(&body, ") ON CONFLICT (job_id) DO NOTHING RETURNING tenant_id)",
+                          " FROM e ON CONFLICT (job_id) DO NOTHING RETURNING job_id, tenant_id)");
+    /* what follows u reads each changed job's event from e */
+    const char *tail = ok ? strstr(body, "RETURNING ") : NULL;
+    if (tail != NULL) {
+        put(&out, body + 5, (size_t)(tail - body - 5)); /* without "WITH " */
+        const char *from_u;
+        while ((from_u = strstr(tail, " FROM u")) != NULL) {
+            put(&out, tail, (size_t)(from_u - tail));
+            puts_(&out, " FROM u JOIN e ON e.p1 = u.job_id");
+            tail = from_u + 7;
+        }
+        puts_(&out, tail);
+    }
+    bool done = tail != NULL;
+    free(body);
+    if (!done) {
+        free(out.s);
+        return NULL;
+    }
+    return out.s;
+}
+
 /* Renumbers the queues of the tenants whose queue changed in this batch: position 1 is the next
- * job to place, by priority (highest first), then submission time, then id. */
+ * job to place, by priority (highest first), then submission time, then id. Only queued and
+ * marked rows are read (jobs_queue and jobs_queue_dirty): a job that left the queue was marked
+ * by the event that moved it, so its position is cleared here. */
 int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err)
 {
     static const char sql[] =
@@ -190,11 +301,21 @@ int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err)
         "q AS (SELECT job_id, row_number() OVER (PARTITION BY tenant_id ORDER BY priority DESC, "
         "submitted_at, job_id)::int AS pos FROM jobs WHERE state = 'queued' "
         "AND tenant_id IN (SELECT tenant_id FROM t)), "
-        "r AS (SELECT j.job_id, q.pos FROM jobs j LEFT JOIN q ON q.job_id = j.job_id "
-        "WHERE j.tenant_id IN (SELECT tenant_id FROM t) "
-        "AND (q.pos IS NOT NULL OR j.queue_dirty OR j.queue_position IS NOT NULL)) "
+        "r AS (SELECT job_id, pos FROM q UNION ALL "
+        "SELECT job_id, NULL::int FROM jobs WHERE queue_dirty AND state <> 'queued') "
         "UPDATE jobs SET queue_position = r.pos, queue_dirty = false FROM r "
         "WHERE jobs.job_id = r.job_id AND (jobs.queue_position IS DISTINCT FROM r.pos "
         "OR jobs.queue_dirty)";
+    /* Two projector processes that split the partitions renumber the same tenants' queues: each
+     * first takes a lock per marked tenant (sorted, so two batches never wait on each other
+     * crosswise), then renumbers in a new statement whose snapshot sees what the previous holder
+     * committed. Marks never outlive a commit, so the marked tenants are this batch's own. */
+    static const char lock_sql[] =
+        "SELECT count(pg_advisory_xact_lock(hashtext('cstl_jobs_queue/' || current_schema() || "
+        "'/' || tenant_id))) FROM (SELECT DISTINCT tenant_id FROM jobs WHERE queue_dirty "
+        "ORDER BY tenant_id) t";
+    int rc = cstl_pg_exec_prepared(conn, "jobs_queue_lock", lock_sql, 0, NULL, NULL, err);
+    if (rc != 0)
+        return rc;
     return cstl_pg_exec_prepared(conn, "jobs_queue_renumber", sql, 0, NULL, NULL, err);
 }

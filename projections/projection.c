@@ -16,10 +16,11 @@ static const char *const jobs_contexts[] = {"jobs", NULL};
 static const char *const fleet_contexts[] = {"fleet", "jobs", NULL};
 
 static const cstl_projection tenants = {"tenants", tenants_contexts, cstl_projection_tenants_apply,
-                                        NULL};
+                                        NULL, NULL};
 static const cstl_projection jobs = {"jobs", jobs_contexts, cstl_projection_jobs_apply,
-                                     cstl_projection_jobs_batch_end};
-static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL};
+                                     cstl_projection_jobs_batch_end, cstl_projection_jobs_set_sql};
+static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL,
+                                      NULL};
 
 static const cstl_projection *const all[] = {&tenants, &jobs, &fleet};
 
@@ -134,6 +135,31 @@ void cstl_proj_params_free(cstl_proj_params *p)
     memset(p, 0, sizeof(*p));
 }
 
+static _Thread_local cstl_proj_sink *defer_sink;
+
+void cstl_proj_sink_install(cstl_proj_sink *sink)
+{
+    defer_sink = sink;
+}
+
+void cstl_proj_sink_clear(cstl_proj_sink *sink)
+{
+    for (size_t i = 0; i < sink->n; i++)
+        for (int k = 0; k < sink->stmts[i].n; k++)
+            free(sink->stmts[i].v[k]);
+    sink->n = 0;
+}
+
+void cstl_proj_sink_free(cstl_proj_sink *sink)
+{
+    if (sink == NULL)
+        return;
+    cstl_proj_sink_clear(sink);
+    free(sink->stmts);
+    sink->stmts = NULL;
+    sink->cap = 0;
+}
+
 int cstl_proj_guarded(cstl_pg_conn *conn,
                       const char *name,
                       const char *sql,
@@ -143,6 +169,21 @@ int cstl_proj_guarded(cstl_pg_conn *conn,
                       const char *what,
                       cstl_error *err)
 {
+    if (defer_sink != NULL) {
+        cstl_proj_sink *k = defer_sink;
+        if (k->n == k->cap) {
+            k->cap = k->cap ? k->cap * 2 : 256;
+            k->stmts = cstl_xrealloc(k->stmts, k->cap * sizeof(cstl_proj_stmt));
+        }
+        cstl_proj_stmt *st = &k->stmts[k->n++];
+        snprintf(st->name, sizeof(st->name), "%s", name);
+        st->sql = sql;
+        st->n = p->n;
+        st->check_exists = exists_sql != NULL;
+        for (int i = 0; i < p->n; i++)
+            st->v[i] = p->v[i] ? cstl_xstrdup(p->v[i]) : NULL;
+        return 0;
+    }
     PGresult *res = NULL;
     int rc = cstl_pg_exec_prepared(conn, name, sql, p->n, p->v, &res, err);
     if (rc != 0)

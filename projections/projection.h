@@ -38,11 +38,22 @@ typedef int (*cstl_projection_apply_fn)(cstl_pg_conn *conn,
 /* Runs at the end of every batch, in its transaction (e.g. renumbering queues). */
 typedef int (*cstl_projection_batch_end_fn)(cstl_pg_conn *conn, cstl_error *err);
 
+/*
+ * Rewrites the statement sql of an apply function (n parameters of the given SQL types) into one
+ * that applies many events at once, each to a different aggregate: parameter i becomes an array
+ * of types[i], one element per event, and the statement returns the number of events applied
+ * (the single statement's count, summed). Returns a new string, or NULL when sql cannot be
+ * rewritten (its events are then applied one by one).
+ */
+typedef char *(*cstl_projection_set_sql_fn)(const char *sql, const char *const *types, int n);
+
 typedef struct cstl_projection {
     const char *name;            /* "jobs": also the schema prefix and the group suffix */
     const char *const *contexts; /* contexts whose events topics it consumes, NULL-ended */
     cstl_projection_apply_fn apply;
     cstl_projection_batch_end_fn batch_end; /* may be NULL */
+    cstl_projection_set_sql_fn set_sql;     /* may be NULL: events of distinct aggregates are
+                                               independent, so a batch may be applied in waves */
 } cstl_projection;
 
 /* The projections, in a fixed order; *n receives their count. Static. */
@@ -66,6 +77,7 @@ int cstl_projection_jobs_apply(cstl_pg_conn *conn,
                                const json_t *data,
                                cstl_error *err);
 int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err);
+char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, int n);
 int cstl_projection_fleet_apply(cstl_pg_conn *conn,
                                 const cstl_event_headers *h,
                                 const char *type,
@@ -119,5 +131,31 @@ int cstl_proj_guarded(cstl_pg_conn *conn,
                       const char *exists_sql,
                       const char *what,
                       cstl_error *err);
+
+/*
+ * Deferred statements. While a sink is installed on the calling thread, cstl_proj_guarded records
+ * its statement (name and parameters copied, sql borrowed: projections pass static strings) and
+ * returns 0 instead of running it; the projector then runs a whole batch's statements in one
+ * pipeline (cstl_pg_pipeline). A recorded statement whose count comes back 0 and that has an
+ * existence check must be decided by running the batch again one event at a time.
+ */
+typedef struct cstl_proj_stmt {
+    char name[64];
+    const char *sql;
+    int n;
+    char *v[CSTL_PROJ_MAX_PARAMS];
+    bool check_exists;
+} cstl_proj_stmt;
+
+typedef struct cstl_proj_sink {
+    cstl_proj_stmt *stmts;
+    size_t n, cap;
+} cstl_proj_sink;
+
+/* Installs sink for the calling thread (NULL: statements run at once again). Borrowed. */
+void cstl_proj_sink_install(cstl_proj_sink *sink);
+/* Forgets the recorded statements (keeps the capacity); cstl_proj_sink_free also frees it. */
+void cstl_proj_sink_clear(cstl_proj_sink *sink);
+void cstl_proj_sink_free(cstl_proj_sink *sink);
 
 #endif

@@ -22,8 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TOPICS     4
-#define BACKOFF_MAX_MS 5000
+#define MAX_TOPICS         4
+#define BACKOFF_MAX_MS     5000
+#define SESSION_TIMEOUT_MS "6000" /* the broker's default group.min.session.timeout.ms */
+#define BATCH_IDLE_MS      5      /* a batch ends when no further record comes within this */
+/* A read_committed fetch parked on the broker may wait this long after a commit made records
+ * readable (librdkafka's default is 500 ms): bounds the added end-to-end lag. */
+#define FETCH_WAIT_MS "20"
 
 typedef struct part_state {
     char topic[PROJ_NAME_MAX];
@@ -43,7 +48,9 @@ struct cstl_projector {
     cstl_metrics *metrics;
 
     proj_core core;
-    cstl_kafka_conf *kconf;
+    cstl_kafka_conf *kconf; /* the DLQ producer's */
+    cstl_kafka_conf *cconf; /* the consumer's: a short session, so a crashed member is replaced
+                               within SESSION_TIMEOUT_MS rather than librdkafka's 45 s */
     cstl_kafka_consumer *consumer;
     proj_item *batch;
     size_t nbatch;
@@ -248,7 +255,8 @@ static void drop_batch(cstl_projector *p)
     p->nbatch = 0;
 }
 
-/* Polls until the batch is full, batch_ms passed since its first record, or stop. */
+/* Polls until the batch is full, batch_ms passed since its first record, no record came for
+ * BATCH_IDLE_MS (nothing more is waiting: apply now rather than wait out batch_ms), or stop. */
 static int collect_batch(cstl_projector *p, cstl_error *err)
 {
     int64_t deadline = -1;
@@ -258,17 +266,14 @@ static int collect_batch(cstl_projector *p, cstl_error *err)
             int64_t left = deadline - proj_now_ms();
             if (left <= 0)
                 break;
-            timeout = (int)left;
+            timeout = left < BATCH_IDLE_MS ? (int)left : BATCH_IDLE_MS;
         }
         rd_kafka_message_t *m = NULL;
         int rc = cstl_kafka_consumer_poll(p->consumer, timeout, &m, err);
         if (rc != 0 && !cstl_error_is_retriable(rc))
             return rc;
-        if (m == NULL) {
-            if (p->nbatch == 0)
-                return 0; /* idle: let the caller refresh state */
-            continue;
-        }
+        if (m == NULL)
+            return 0; /* idle, or nothing more waiting after the batch's first records */
         p->batch[p->nbatch++] = (proj_item){.msg = m};
         if (deadline < 0)
             deadline = proj_now_ms() + p->batch_ms;
@@ -347,7 +352,7 @@ static int run_consumer(cstl_projector *p, cstl_error *err)
     if (rc != 0)
         return rc;
     proj_core_set_version(&p->core, version);
-    p->consumer = cstl_kafka_consumer_new(p->kconf, p->group, on_rebalance, p, err);
+    p->consumer = cstl_kafka_consumer_new(p->cconf, p->group, on_rebalance, p, err);
     if (p->consumer == NULL)
         return err->code;
     const char *topics[MAX_TOPICS];
@@ -438,7 +443,12 @@ cstl_projector *cstl_projector_new(const cstl_projector_options *o, cstl_error *
         (proj_core){.proj = proj, .check_version = true, .kafka_timeout_ms = p->kafka_timeout_ms};
     snprintf(p->core.dlq_topic, sizeof(p->core.dlq_topic), "%sdlq", prefix);
     p->kconf = cstl_kafka_conf_new(p->brokers, p->client_id, err);
-    if (p->kconf != NULL)
+    p->cconf = p->kconf ? cstl_kafka_conf_new(p->brokers, p->client_id, err) : NULL;
+    bool ok = p->cconf != NULL &&
+              cstl_kafka_conf_set(p->cconf, "session.timeout.ms", SESSION_TIMEOUT_MS, err) == 0 &&
+              cstl_kafka_conf_set(p->cconf, "heartbeat.interval.ms", "1000", err) == 0 &&
+              cstl_kafka_conf_set(p->cconf, "fetch.wait.max.ms", FETCH_WAIT_MS, err) == 0;
+    if (ok)
         p->core.dlq = cstl_kafka_producer_new(p->kconf, err);
     if (p->core.dlq == NULL) {
         cstl_projector_free(p);
@@ -489,6 +499,7 @@ void cstl_projector_free(cstl_projector *p)
         cstl_kafka_producer_free(p->core.dlq);
     }
     cstl_kafka_conf_free(p->kconf);
+    cstl_kafka_conf_free(p->cconf);
     cstl_pg_close(p->core.pg);
     pthread_mutex_destroy(&p->mu);
     free(p->parts);

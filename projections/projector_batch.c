@@ -7,8 +7,12 @@
  *     partition) of the batch, in sorted order, then reads the stored offsets and skips records
  *     below them. Two processes that briefly both hold a partition (a rebalance, a zombie after a
  *     lost session) therefore never apply a record twice.
- *   - Records are applied without savepoints first; when one cannot be applied, the transaction is
- *     rolled back and redone with a SAVEPOINT per record, so the bad one is dead-lettered alone.
+ *   - A batch is first applied as one pipeline: every event's statement is recorded, then all are
+ *     sent in one go (cstl_pg_pipeline), so a batch costs a handful of round trips, not one per
+ *     event. When a statement changed nothing and has an existence check (a replay, or an event
+ *     for an unknown aggregate), the transaction is rolled back and redone one event at a time.
+ *     When one cannot be applied, it is redone with a SAVEPOINT per record, so the bad one is
+ *     dead-lettered alone.
  *   - Dead letters are produced and flushed before COMMIT: a committed offset past a poison record
  *     implies the record is in the DLQ. A redone transaction may produce a dead letter again (at
  *     least once in the DLQ; its cstl_dlq_* headers identify the record).
@@ -18,6 +22,7 @@
 #include "projections/projector_internal.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,9 +148,12 @@ typedef struct batch_ctx {
     size_t n;
     batch_part *parts;
     size_t nparts;
+    bool piped;     /* the batch's statements in one pipeline */
+    bool need_seq;  /* a piped statement changed nothing and needs an existence check */
     bool slow;      /* a savepoint per record */
     bool need_slow; /* a record failed without savepoints */
-    bool in_tx;     /* the caller's transaction: no version check */
+    cstl_proj_sink sink;
+    bool in_tx; /* the caller's transaction: no version check */
 } batch_ctx;
 
 static int part_cmp(const void *a, const void *b)
@@ -263,6 +271,14 @@ static int produce_dead_letter(proj_core *c, proj_item *it, cstl_error *err)
 static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
 {
     proj_core *c = b->core;
+    if (b->piped) {
+        cstl_proj_sink_install(&b->sink);
+        int rc = c->proj->apply(c->pg, &it->h, it->type, it->data, err);
+        cstl_proj_sink_install(NULL);
+        if (rc != 0 && !cstl_projection_error_retriable(rc))
+            b->need_slow = true;
+        return rc;
+    }
     if (!b->slow) {
         int rc = c->proj->apply(c->pg, &it->h, it->type, it->data, err);
         if (rc != 0 && !cstl_projection_error_retriable(rc))
@@ -283,6 +299,214 @@ static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
     snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s%s%s", aerr.message,
              aerr.detail[0] ? ": " : "", aerr.detail);
     return cstl_pg_exec(c->pg, "ROLLBACK TO SAVEPOINT proj_event", 0, NULL, NULL, err);
+}
+
+/* ---- waves: many events of distinct aggregates in one statement ------------------------------ */
+
+/* The set form of each statement (cstl_projection.set_sql), by statement name, for every
+ * connection: the text depends only on the statement and its parameter types. */
+typedef struct set_form {
+    char name[80];
+    char *sql; /* NULL: the statement has no set form */
+} set_form;
+
+static pthread_mutex_t set_mu = PTHREAD_MUTEX_INITIALIZER;
+static set_form *set_forms;
+static size_t nset_forms;
+
+static int set_form_get(proj_core *c, const cstl_proj_stmt *st, const char **sql, cstl_error *err)
+{
+    *sql = NULL;
+    pthread_mutex_lock(&set_mu);
+    for (size_t i = 0; i < nset_forms; i++)
+        if (strcmp(set_forms[i].name, st->name) == 0) {
+            *sql = set_forms[i].sql;
+            pthread_mutex_unlock(&set_mu);
+            return 0;
+        }
+    pthread_mutex_unlock(&set_mu);
+    char *types[CSTL_PROJ_MAX_PARAMS];
+    int rc = cstl_pg_param_types(c->pg, st->name, st->sql, st->n, types, err);
+    if (rc != 0)
+        return rc;
+    char *form = c->proj->set_sql(st->sql, (const char *const *)types, st->n);
+    for (int i = 0; i < st->n; i++)
+        free(types[i]);
+    pthread_mutex_lock(&set_mu);
+    bool known = false;
+    for (size_t i = 0; i < nset_forms && !known; i++)
+        known = strcmp(set_forms[i].name, st->name) == 0;
+    if (!known) {
+        set_forms = cstl_xrealloc(set_forms, (nset_forms + 1) * sizeof(set_form));
+        set_form *f = &set_forms[nset_forms++];
+        snprintf(f->name, sizeof(f->name), "%s", st->name);
+        f->sql = form;
+        form = NULL;
+    }
+    for (size_t i = 0; i < nset_forms; i++)
+        if (strcmp(set_forms[i].name, st->name) == 0)
+            *sql = set_forms[i].sql;
+    pthread_mutex_unlock(&set_mu);
+    free(form);
+    return 0;
+}
+
+typedef struct wave_ref {
+    size_t index; /* in the sink */
+    size_t wave;  /* how many earlier statements of the batch have the same aggregate */
+    const cstl_proj_sink *sink;
+} wave_ref;
+
+static int by_key(const void *a, const void *b)
+{
+    const wave_ref *x = a, *y = b;
+    const char *kx = x->sink->stmts[x->index].v[0], *ky = y->sink->stmts[y->index].v[0];
+    int c = strcmp(kx ? kx : "", ky ? ky : "");
+    return c != 0 ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+static int by_wave(const void *a, const void *b)
+{
+    const wave_ref *x = a, *y = b;
+    if (x->wave != y->wave)
+        return (x->wave > y->wave) - (x->wave < y->wave);
+    int c = strcmp(x->sink->stmts[x->index].name, y->sink->stmts[y->index].name);
+    return c != 0 ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* An array literal of parameter p of the statements refs[0..m). New string. */
+static char *array_param(const cstl_proj_sink *k, const wave_ref *refs, size_t m, int p)
+{
+    size_t cap = 64, len = 0;
+    char *out = cstl_xmalloc(cap);
+    out[len++] = '{';
+    for (size_t i = 0; i < m; i++) {
+        const char *v = k->stmts[refs[i].index].v[p];
+        size_t need = len + 8 + (v ? 2 * strlen(v) : 4);
+        if (need > cap) {
+            cap = need * 2;
+            out = cstl_xrealloc(out, cap);
+        }
+        if (i > 0)
+            out[len++] = ',';
+        if (v == NULL) {
+            memcpy(out + len, "NULL", 4);
+            len += 4;
+            continue;
+        }
+        out[len++] = '"';
+        for (; *v; v++) {
+            if (*v == '"' || *v == '\\')
+                out[len++] = '\\';
+            out[len++] = *v;
+        }
+        out[len++] = '"';
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
+/* One statement of the pipeline: a recorded statement, or a set form over several. */
+typedef struct piped_group {
+    size_t first, m; /* refs[first .. first + m) */
+    bool set;        /* through the set form */
+    char name[96];   /* the set form's statement name */
+    char *params[CSTL_PROJ_MAX_PARAMS];
+    int nparams;
+} piped_group;
+
+/* Runs the statements the batch's events recorded, in one pipeline: with a set form, the
+ * statements of one kind in one wave (no two of the same aggregate) as one statement. A statement
+ * that changed nothing and has an existence check is either a replay or an event for an unknown
+ * aggregate (a dead letter); only a run one event at a time can tell which, so the batch is redone
+ * so. */
+static int run_pipeline(batch_ctx *b, cstl_error *err)
+{
+    cstl_proj_sink *k = &b->sink;
+    proj_core *c = b->core;
+    if (k->n == 0)
+        return 0;
+    wave_ref *refs = cstl_xcalloc(k->n, sizeof(wave_ref));
+    for (size_t i = 0; i < k->n; i++)
+        refs[i] = (wave_ref){.index = i, .sink = k};
+    if (c->proj->set_sql != NULL) {
+        qsort(refs, k->n, sizeof(wave_ref), by_key);
+        for (size_t i = 1; i < k->n; i++) {
+            const char *prev = k->stmts[refs[i - 1].index].v[0];
+            const char *key = k->stmts[refs[i].index].v[0];
+            if (strcmp(prev ? prev : "", key ? key : "") == 0)
+                refs[i].wave = refs[i - 1].wave + 1;
+        }
+        qsort(refs, k->n, sizeof(wave_ref), by_wave);
+    }
+    piped_group *groups = cstl_xcalloc(k->n, sizeof(piped_group));
+    size_t ng = 0;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < k->n;) {
+        size_t j = i + 1;
+        while (c->proj->set_sql != NULL && j < k->n && refs[j].wave == refs[i].wave &&
+               strcmp(k->stmts[refs[j].index].name, k->stmts[refs[i].index].name) == 0)
+            j++;
+        const char *form = NULL;
+        if (j - i > 1)
+            rc = set_form_get(c, &k->stmts[refs[i].index], &form, err);
+        if (rc != 0)
+            break;
+        if (form == NULL) {
+            for (; i < j; i++)
+                groups[ng++] = (piped_group){.first = i, .m = 1};
+            continue;
+        }
+        piped_group *g = &groups[ng++];
+        *g = (piped_group){.first = i, .m = j - i, .set = true};
+        const cstl_proj_stmt *st = &k->stmts[refs[i].index];
+        snprintf(g->name, sizeof(g->name), "%s_set", st->name);
+        g->nparams = st->n;
+        for (int p = 0; p < st->n; p++)
+            g->params[p] = array_param(k, refs + i, j - i, p);
+        i = j;
+    }
+    cstl_pg_piped *pp = cstl_xcalloc(ng ? ng : 1, sizeof(cstl_pg_piped));
+    for (size_t g = 0; rc == 0 && g < ng; g++) {
+        const cstl_proj_stmt *st = &k->stmts[refs[groups[g].first].index];
+        if (!groups[g].set) {
+            pp[g] = (cstl_pg_piped){.name = st->name,
+                                    .sql = st->sql,
+                                    .nparams = st->n,
+                                    .params = (const char *const *)st->v};
+            continue;
+        }
+        const char *form = NULL;
+        rc = set_form_get(c, st, &form, err);
+        pp[g] = (cstl_pg_piped){.name = groups[g].name,
+                                .sql = form,
+                                .nparams = groups[g].nparams,
+                                .params = (const char *const *)groups[g].params};
+    }
+    if (rc == 0)
+        rc = cstl_pg_pipeline(c->pg, pp, ng, err);
+    if (rc != 0 && !cstl_projection_error_retriable(rc))
+        b->need_slow = true;
+    for (size_t g = 0; rc == 0 && g < ng; g++) {
+        bool check = false;
+        for (size_t i = 0; i < groups[g].m; i++)
+            check |= k->stmts[refs[groups[g].first + i].index].check_exists;
+        if (check && pp[g].count < (long)groups[g].m) {
+            b->need_seq = true;
+            rc = cstl_error_set(err, CSTL_ECONFLICT,
+                                "statement \"%s\" changed %ld of %zu rows: redoing the batch one "
+                                "event at a time",
+                                pp[g].name, pp[g].count, groups[g].m);
+        }
+    }
+    for (size_t g = 0; g < ng; g++)
+        for (int p = 0; p < groups[g].nparams; p++)
+            free(groups[g].params[p]);
+    free(pp);
+    free(groups);
+    free(refs);
+    return rc;
 }
 
 static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
@@ -334,6 +558,9 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
         if (it->dlq_reason[0] == '\0')
             rc = apply_one(b, it, err);
     }
+    if (rc == 0 && b->piped)
+        rc = run_pipeline(b, err);
+    cstl_proj_sink_clear(&b->sink);
     if (rc == 0 && c->proj->batch_end != NULL)
         rc = c->proj->batch_end(c->pg, err);
     if (rc == 0) {
@@ -382,13 +609,19 @@ static void count_outcome(proj_core *c, const batch_ctx *b)
 int proj_core_apply(proj_core *c, proj_item *items, size_t n, cstl_error *err)
 {
     int64_t t0 = proj_now_ms();
-    batch_ctx b = {.core = c, .items = items, .n = n};
+    batch_ctx b = {.core = c, .items = items, .n = n, .piped = true};
     collect_parts(&b);
     int rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
+    if (rc != 0 && b.need_seq && !b.need_slow) {
+        b.piped = false;
+        rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
+    }
     if (rc != 0 && b.need_slow) {
+        b.piped = false;
         b.slow = true;
         rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
     }
+    cstl_proj_sink_free(&b.sink);
     if (rc == 0) {
         count_outcome(c, &b);
         cstl_metrics_histogram_observe(c->m_batch, (double)(proj_now_ms() - t0) / 1000.0);

@@ -6,6 +6,7 @@
 #   stack.sh down     stop exactly the processes this stack started
 #   stack.sh status   show what runs (exit 0 when both run, 3 otherwise)
 #   stack.sh env      print the environment the services need, as export lines
+#   stack.sh pg-restart  restart our PostgreSQL (pg_ctl restart -m fast): for fault tests
 set -euo pipefail
 
 CSTL_PROG=stack
@@ -527,13 +528,35 @@ cmd_status() {
     return 3
 }
 
+# Restarts our running PostgreSQL with pg_ctl restart -m fast (every session is cut), as the user
+# that owns the cluster, and waits until it accepts connections again.
+cmd_pg_restart() {
+    take_lock
+    local pid t0 out
+    pid="$(pg_pid)" || cstl_die "postgresql is not running; nothing restarted"
+    [[ -f "$PG_PORT_FILE" ]] && PG_PORT="$(<"$PG_PORT_FILE")"
+    t0="$(cstl_now_ms)"
+    if ! out="$(as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$START_TIMEOUT" restart 2>&1)"; then
+        cstl_tail_log "$PG_LOG" 30
+        printf '%s\n' "$out" >&2
+        cstl_die "postgresql did not restart (log: $PG_LOG)"
+    fi
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until pg_ready; do
+        ((SECONDS < deadline)) || up_fail "postgresql did not accept connections after the restart" "$PG_LOG"
+        sleep 0.1
+    done
+    cstl_say "postgresql restarted in $(cstl_elapsed "$t0") (pid $pid -> $(pg_pid))"
+}
+
 case "${1:-}" in
 up) cmd_up ;;
+pg-restart) cmd_pg_restart ;;
 down) cmd_down ;;
 status) cmd_status ;;
 env) print_env ;;
 *)
-    printf 'usage: %s up|down|status|env\n' "$0" >&2
+    printf 'usage: %s up|down|status|env|pg-restart\n' "$0" >&2
     exit 2
     ;;
 esac
