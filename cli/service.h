@@ -39,4 +39,7 @@ typedef struct cli_service_hooks {
 /* The projector's hooks (cli/projector_cmd.c). */
 extern const cli_service_hooks cli_projector_hooks;
 
+/* The query API's hooks (cli/queries_cmd.c). */
+extern const cli_service_hooks cli_queries_hooks;
+
 #endif
