@@ -580,7 +580,7 @@ int cstl_http_server_start(cstl_http_server *server, cstl_error *err)
 {
     if (server->state != STATE_NEW)
         return cstl_error_set(err, CSTL_EINVAL, "the server was already started");
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     if (server->family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* MHD keeps the request line and headers, plus its own bookkeeping and the response header

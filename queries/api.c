@@ -32,7 +32,14 @@ cstl_query_api *cstl_query_api_new(const cstl_config *cfg, cstl_pg_pool *pg, cst
     api->pg = pg;
     api->auth = auth;
     pthread_mutex_init(&api->keys_lock, NULL);
+    cstl_query_api_set_topics(api, "constellation.jobs.events", "constellation.fleet.events");
     return api;
+}
+
+void cstl_query_api_set_topics(cstl_query_api *api, const char *jobs, const char *fleet)
+{
+    snprintf(api->jobs_topic, sizeof(api->jobs_topic), "%s", jobs);
+    snprintf(api->fleet_topic, sizeof(api->fleet_topic), "%s", fleet);
 }
 
 int cstl_query_api_start(cstl_query_api *api, cstl_http_server *http, cstl_error *err)

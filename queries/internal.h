@@ -26,6 +26,8 @@ struct cstl_query_api {
     pthread_mutex_t keys_lock;
     key_slot keys[KEY_CACHE_SLOTS];
     query_hub *hub; /* the event stream (stream.c); NULL until started */
+    char jobs_topic[256];
+    char fleet_topic[256];
 };
 
 /*

@@ -36,6 +36,10 @@ void cstl_query_api_free(cstl_query_api *api);
 
 /* ---- exposed for tests ----------------------------------------------------------------- */
 
+/* Streams these events topics instead of constellation.jobs.events and .fleet.events (copied).
+ * Before cstl_query_api_start. */
+void cstl_query_api_set_topics(cstl_query_api *api, const char *jobs, const char *fleet);
+
 /* base64url without padding of len bytes into out (size >= 4 * ceil(len / 3) + 1). */
 void cstl_query_b64url_encode(const void *data, size_t len, char *out);
 
