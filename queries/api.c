@@ -111,6 +111,12 @@ int query_call(cstl_query_api *api,
     PGresult *res = NULL;
     cstl_error err;
     int rc = call_raw(api, name, sql, nparams, params, &res, &err);
+    if (rc != 0 && strncmp(err.origin_sqlstate, "22", 2) == 0) {
+        /* a data exception: a parameter value PostgreSQL refuses (a date out of its range) */
+        cstl_http_respond_problem(req, 400, "invalid-parameter", "invalid query parameter",
+                                  "a query parameter value is out of range", NULL);
+        return CSTL_EINVAL;
+    }
     if (rc != 0)
         return pg_failed(req, name, &err);
     cstl_http_request_defer(req, clear_result, res);

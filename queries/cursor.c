@@ -126,7 +126,10 @@ int cstl_query_rfc3339_valid(const char *t)
         return 0;
     int mon = atoi(t + 5), day = atoi(t + 8), hh = atoi(t + 11), mm = atoi(t + 14),
         ss = atoi(t + 17);
-    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int year = atoi(t);
+    if (year < 1 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] || hh > 23 || mm > 59 ||
+        ss > 59)
         return 0;
     const char *p = t + 19;
     if (*p == '.') {

@@ -16,7 +16,7 @@ QPID=""
 inserter=""
 cleanup() {
     [ -n "$inserter" ] && kill "$inserter" 2>/dev/null || true
-    [ -n "$QPID" ] && kill -KILL "$QPID" 2>/dev/null || true
+    [ -n "$QPID" ] && { kill -TERM "$QPID" && wait "$QPID"; } 2>/dev/null || true
     qf_cleanup
     rm -rf "$work"
 }

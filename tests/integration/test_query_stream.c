@@ -15,11 +15,11 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
-
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
 
 static const char *tenant_a = "01890a5d-ac96-774b-bcce-b302099a8057";
@@ -110,12 +110,11 @@ static int seen_before(const conn *c, const char *needle, const char *marker)
 
 static void submit(const char *job, const char *tenant, const char *name)
 {
-    json_t *data = json_pack("{s:s,s:s,s:s,s:i,s:i,s:n,s:i,s:i,s:i,s:{},s:{s:[s],s:{}},s:s,s:I}",
-                             "job_id", job, "tenant_id", tenant, "name", name, "gpu_count", 1,
-                             "min_gpu_memory_mib", 0, "gpu_model", "priority", 0,
-                             "runtime_limit_seconds", 60, "retry_limit", 0, "labels",
-                             "parameters", "command", "true", "environment", "submitted_by", "a",
-                             "at", (json_int_t)2000000);
+    json_t *data = json_pack(
+        "{s:s,s:s,s:s,s:i,s:i,s:n,s:i,s:i,s:i,s:{},s:{s:[s],s:{}},s:s,s:I}", "job_id", job,
+        "tenant_id", tenant, "name", name, "gpu_count", 1, "min_gpu_memory_mib", 0, "gpu_model",
+        "priority", 0, "runtime_limit_seconds", 60, "retry_limit", 0, "labels", "parameters",
+        "command", "true", "environment", "submitted_by", "a", "at", (json_int_t)2000000);
     pe_emit("jobs", "JobSubmitted", job, tenant, 1, data);
 }
 
