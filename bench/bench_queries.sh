@@ -13,7 +13,7 @@ bin="$build/constellation"
 jobs=${CSTL_BENCH_JOBS:-1000000}
 dur=${CSTL_BENCH_SECONDS:-10}
 conns=${CSTL_BENCH_CONNECTIONS:-32}
-threads=${CSTL_BENCH_HTTP_THREADS:-4}
+threads=${CSTL_BENCH_HTTP_THREADS:-8}
 pyworkers=${CSTL_BENCH_PY_WORKERS:-2}
 db=cstl_bench_queries
 : "${CONSTELLATION_PG_DSN:?CONSTELLATION_PG_DSN must be set (stack.sh env)}"
@@ -85,8 +85,9 @@ cat >"$work/list.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $key"
 LUA
 
-# wrk_run name url script -> "req/s p99_ms"
+# wrk_run name url script -> "req/s p99_ms non-2xx", after a warm-up of a few seconds
 wrk_run() {
+    wrk -t2 -c"$conns" -d3s -s "$3" "$2" >/dev/null 2>&1 || true
     wrk -t2 -c"$conns" -d"${dur}s" --latency -s "$3" "$2" >"$work/$1.wrk" 2>&1 || true
     awk '/Requests\/sec/ {rps = $2}
          $1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
@@ -134,7 +135,8 @@ printf '\\set n random(1, %d)\nSELECT query.job_get('"'"'%s'"'"', '"'"'bench-'"'
     "$jobs" "$tenant" >"$work/point.sql"
 printf 'SELECT query.jobs_list('"'"'%s'"'"', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 50);\n' \
     "$tenant" >"$work/list.sql"
-pgb() { # name script -> "tps p99_ms"
+pgb() { # name script -> "tps p99_ms", after a warm-up of a few seconds
+    (cd "$work" && pgbench -n -M prepared -c "$conns" -j 2 -T 3 -f "$2" "$query_dsn" >/dev/null 2>&1) || true
     (cd "$work" && pgbench -n -M prepared -c "$conns" -j 2 -T "$dur" -f "$2" --log \
         --log-prefix="$1" "$query_dsn" >"$work/$1.pgb" 2>&1) || true
     local tps p99

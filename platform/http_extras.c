@@ -138,7 +138,7 @@ void cstl_http_etag_apply(cstl_http_request *req)
     char tag[2 + 32 + 1];
     tag[0] = '"';
     for (int i = 0; i < 16; i++)
-        snprintf(tag + 1 + 2 * i, 3, "%02x", md[i]);
+        snprintf(tag + 1 + 2 * (size_t)i, 3, "%02x", md[i]);
     tag[33] = '"';
     tag[34] = '\0';
     cstl_http_set_header(req, "ETag", tag);

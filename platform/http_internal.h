@@ -147,6 +147,6 @@ struct MHD_Response *cstl_http_stream_response(cstl_http_request *req);
 void cstl_http_stream_request_done(cstl_http_request *req);
 
 /* Wakes every open stream so that each sees the server stopping and ends. */
-void cstl_http_stream_stop_all(cstl_http_server *s);
+void cstl_http_stream_stop_all(cstl_http_server *server);
 
 #endif

@@ -151,8 +151,9 @@ void cstl_http_stream_request_done(cstl_http_request *req)
     pthread_mutex_unlock(&s->lock);
 }
 
-void cstl_http_stream_wake(cstl_http_stream *s)
+void cstl_http_stream_wake(cstl_http_stream *stream)
 {
+    cstl_http_stream *s = stream;
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->lock);
@@ -165,10 +166,10 @@ void cstl_http_stream_wake(cstl_http_stream *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-void cstl_http_stream_release(cstl_http_stream *s)
+void cstl_http_stream_release(cstl_http_stream *stream)
 {
-    if (s != NULL)
-        stream_unref(s);
+    if (stream != NULL)
+        stream_unref(stream);
 }
 
 size_t cstl_http_stream_count(cstl_http_server *server)

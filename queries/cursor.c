@@ -109,6 +109,15 @@ int cstl_query_cursor_decode(const char *text, cstl_query_cursor *c)
     return rc;
 }
 
+/* The value of n decimal digits at s (checked by digits() first). */
+static int num(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    return v;
+}
+
 static int digits(const char *s, int n)
 {
     for (int i = 0; i < n; i++)
@@ -124,10 +133,10 @@ int cstl_query_rfc3339_valid(const char *t)
         !digits(t + 8, 2) || (t[10] != 'T' && t[10] != 't') || !digits(t + 11, 2) || t[13] != ':' ||
         !digits(t + 14, 2) || t[16] != ':' || !digits(t + 17, 2))
         return 0;
-    int mon = atoi(t + 5), day = atoi(t + 8), hh = atoi(t + 11), mm = atoi(t + 14),
-        ss = atoi(t + 17);
+    int mon = num(t + 5, 2), day = num(t + 8, 2), hh = num(t + 11, 2), mm = num(t + 14, 2),
+        ss = num(t + 17, 2);
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int year = atoi(t);
+    int year = num(t, 4);
     if (year < 1 || mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] || hh > 23 || mm > 59 ||
         ss > 59)
         return 0;
@@ -142,6 +151,6 @@ int cstl_query_rfc3339_valid(const char *t)
     if (*p == 'Z' || *p == 'z')
         return p[1] == '\0';
     if ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2))
-        return p[6] == '\0' && atoi(p + 1) <= 23 && atoi(p + 4) <= 59;
+        return p[6] == '\0' && num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59;
     return 0;
 }

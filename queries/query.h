@@ -61,6 +61,6 @@ void cstl_query_cursor_encode(const cstl_query_cursor *c, char *out, size_t size
 int cstl_query_cursor_decode(const char *text, cstl_query_cursor *c);
 
 /* True when text is an RFC 3339 date-time ("2026-11-21T23:41:03Z", fraction and offset allowed). */
-int cstl_query_rfc3339_valid(const char *text);
+int cstl_query_rfc3339_valid(const char *t);
 
 #endif

@@ -190,7 +190,7 @@ static void wake_add_locked(wake_list *w, sse_client *c)
 {
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 64;
-        w->items = cstl_xrealloc(w->items, w->cap * sizeof(*w->items));
+        w->items = cstl_xrealloc(w->items, w->cap * sizeof(sse_client *));
     }
     c->refs++;
     w->items[w->n++] = c;

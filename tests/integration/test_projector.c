@@ -257,7 +257,7 @@ static void test_incremental_equals_rebuilt_and_direct(void **state)
 {
     (void)state;
     const char *env = getenv("CSTL_TEST_EVENTS");
-    size_t n = env ? (size_t)atol(env) : 50000;
+    size_t n = env ? (size_t)strtol(env, NULL, 10) : 50000;
     generate(n);
     for (int i = 0; i < NPROJ; i++)
         projectors[i] = start_projector(names[i]);

@@ -94,7 +94,10 @@ static void last_id_before(const conn *c, const char *marker, char *out, size_t 
     const char *id = NULL;
     for (const char *p = strstr(c->buf, "id: "); p && p < m; p = strstr(p + 1, "id: "))
         id = p + 4;
-    assert_non_null(id);
+    if (id == NULL) {
+        fail_msg("no event id before \"%s\"", marker);
+        return;
+    }
     size_t len = strcspn(id, "\r\n");
     assert_true(len < n);
     memcpy(out, id, len);

@@ -50,11 +50,12 @@ static void test_cursor_rejects(void **state)
 {
     (void)state;
     cstl_query_cursor d;
-    const char *bad[] = {"", "abc", "e30", /* {} */
-                         /* {"v":2,...} */
-                         "eyJ2IjoyLCJvIjoiZGVzYyIsInQiOjEsImlkIjoiYSIsImYiOiIwMDAwMDAwMDAwMDAwMDAwIn0",
-                         /* an extra member */
-                         "eyJ2IjoxLCJvIjoiZGVzYyIsInQiOjEsImlkIjoiYSIsImYiOiIwMDAwMDAwMDAwMDAwMDAwIiwieCI6MX0"};
+    const char *bad[] = {
+        "", "abc", "e30", /* {} */
+        /* {"v":2,...} */
+        "eyJ2IjoyLCJvIjoiZGVzYyIsInQiOjEsImlkIjoiYSIsImYiOiIwMDAwMDAwMDAwMDAwMDAwIn0",
+        /* an extra member */
+        "eyJ2IjoxLCJvIjoiZGVzYyIsInQiOjEsImlkIjoiYSIsImYiOiIwMDAwMDAwMDAwMDAwMDAwIiwieCI6MX0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(cstl_query_cursor_decode(bad[i], &d), CSTL_EINVAL);
     char big[4000];
@@ -68,9 +69,15 @@ static void test_rfc3339(void **state)
     (void)state;
     const char *good[] = {"2026-11-21T23:41:03Z", "2026-11-21T23:41:03.123456Z",
                           "2026-11-21t23:41:03+01:00", "2024-02-29T00:00:00-12:30"};
-    const char *bad[] = {"2026-11-21",           "2026-11-21 23:41:03Z", "2026-13-01T00:00:00Z",
-                         "2026-02-30T00:00:00Z", "0000-01-01T00:00:00Z", "2026-11-21T24:00:00Z",
-                         "2026-11-21T23:41:03",  "2026-11-21T23:41:03.Z", "2026-11-21T23:41:03+1:00",
+    const char *bad[] = {"2026-11-21",
+                         "2026-11-21 23:41:03Z",
+                         "2026-13-01T00:00:00Z",
+                         "2026-02-30T00:00:00Z",
+                         "0000-01-01T00:00:00Z",
+                         "2026-11-21T24:00:00Z",
+                         "2026-11-21T23:41:03",
+                         "2026-11-21T23:41:03.Z",
+                         "2026-11-21T23:41:03+1:00",
                          "yesterday"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         assert_true(cstl_query_rfc3339_valid(good[i]));
