@@ -41,10 +41,12 @@ typedef struct conn {
     size_t len;
 } conn;
 
-static int conn_open(conn *c, const char *last_id)
+static int conn_open_buf(conn *c, const char *last_id, int rcvbuf)
 {
     memset(c, 0, sizeof(*c));
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)q.port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) != 0)
@@ -56,6 +58,11 @@ static int conn_open(conn *c, const char *last_id)
                      q.key, last_id ? "Last-Event-ID: " : "", last_id ? last_id : "",
                      last_id ? "\r\n" : "");
     return send(c->fd, req, (size_t)n, 0) == n ? 0 : -1;
+}
+
+static int conn_open(conn *c, const char *last_id)
+{
+    return conn_open_buf(c, last_id, 0);
 }
 
 /* Reads until needle appears in the buffer or timeout_ms passes; returns 1 when found. */
@@ -252,10 +259,38 @@ static void test_bad_id_and_limit(void **state)
         close(s[i].fd);
 }
 
+/* A client that stops reading falls behind by more than its buffer: it gets "event: resume" and
+ * the stream ends, while the server carries on. */
+static void test_slow_client(void **state)
+{
+    (void)state;
+    q.cfg.sse_buffer_events = 16;
+    conn slow;
+    assert_int_equal(conn_open_buf(&slow, NULL, 2048), 0);
+    q.cfg.sse_buffer_events = 1024;
+    usleep(500000);
+    size_t from = pe.nevents;
+    char name[256], job[64];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(job, sizeof(job), "job-slow-%d", i);
+        snprintf(name, sizeof(name), "slow-%d-%0200d", i, 0);
+        submit(job, tenant_a, name);
+    }
+    assert_int_equal(pe_produce(from, pe.nevents, 500), 0);
+    /* now read: the buffered part, then the resume event, then the end of the stream */
+    assert_true(conn_wait(&slow, "event: resume", 30000));
+    close(slow.fd);
+    conn ok;
+    assert_int_equal(conn_open(&ok, NULL), 0);
+    assert_true(conn_wait(&ok, ": connected", 5000));
+    close(ok.fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_live_resume_heartbeat),
+        cmocka_unit_test(test_slow_client),
         cmocka_unit_test(test_bad_id_and_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
