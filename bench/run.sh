@@ -5,6 +5,7 @@
 #   bench_submit  POST /v1/jobs at increasing rates vs the raw produce rate of the same broker
 #   bench_projector  the jobs projector's catch-up rate and end-to-end lag vs COPY of the same rows
 #                 into the same PostgreSQL (its own scratch database and topics)
+#   bench_queries GET /v1/jobs/{id} and /v1/jobs?limit=50 on 1,000,000 jobs vs FastAPI and pgbench
 # The service benchmarks start the local stack (and stop it again if they started it) and run
 # `constellation commands` on a free loopback port.
 set -euo pipefail
@@ -33,31 +34,40 @@ bin="$build/constellation"
 
 printf '\n== bench_projector ==\n'
 CONSTELLATION_LOG_LEVEL=warn "$build/bench/bench_projector" || status=1
+# One benchmark failing to run does not keep the others from running.
+run_submit() {
+    CONSTELLATION_COMMANDS_ADDR=127.0.0.1:0 CONSTELLATION_LOG_LEVEL=warn \
+        CONSTELLATION_HTTP_THREADS="${CSTL_BENCH_HTTP_THREADS:-8}" "$bin" commands 2>"$work/commands.log" &
+    svc_pid=$!
+    addr=""
+    for _ in $(seq 1 300); do
+        addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$work/commands.log" 2>/dev/null |
+            sed 's/.*"addr":"//; s/"$//' | head -1)
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    if [ -z "$addr" ]; then
+        echo "bench_submit: the command service did not start" >&2
+        tail -5 "$work/commands.log" >&2
+        return 1
+    fi
+    for _ in $(seq 1 300); do
+        curl -sf "http://$addr/readyz" >/dev/null && break
+        sleep 0.1
+    done
+    key=$("$bin" tenants create bench-tenant | sed -n 's/.*"api_key" *: *"\([^"]*\)".*/\1/p')
+    if [ -z "$key" ]; then
+        echo "bench_submit: could not bootstrap a tenant" >&2
+        return 1
+    fi
+    CSTL_BENCH_ADDR=$addr CSTL_BENCH_TOKEN=$key "$build/bench/bench_submit"
+}
 
 printf '\n== bench_submit ==\n'
-CONSTELLATION_COMMANDS_ADDR=127.0.0.1:0 CONSTELLATION_LOG_LEVEL=warn \
-    CONSTELLATION_HTTP_THREADS="${CSTL_BENCH_HTTP_THREADS:-8}" "$bin" commands 2>"$work/commands.log" &
-svc_pid=$!
-addr=""
-for _ in $(seq 1 300); do
-    addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$work/commands.log" 2>/dev/null |
-        sed 's/.*"addr":"//; s/"$//' | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-if [ -z "$addr" ]; then
-    echo "bench_submit: the command service did not start" >&2
-    tail -5 "$work/commands.log" >&2
-    exit 1
-fi
-for _ in $(seq 1 300); do
-    curl -sf "http://$addr/readyz" >/dev/null && break
-    sleep 0.1
-done
-key=$("$bin" tenants create bench-tenant | sed -n 's/.*"api_key" *: *"\([^"]*\)".*/\1/p')
-if [ -z "$key" ]; then
-    echo "bench_submit: could not bootstrap a tenant" >&2
-    exit 1
-fi
-CSTL_BENCH_ADDR=$addr CSTL_BENCH_TOKEN=$key "$build/bench/bench_submit" || status=1
+run_submit || status=1
+{ [ -n "$svc_pid" ] && kill -TERM "$svc_pid" 2>/dev/null && wait "$svc_pid" 2>/dev/null; } || true
+svc_pid=""
+
+printf '\n== bench_queries ==\n'
+bash bench/bench_queries.sh "$build" || status=1
 exit "$status"

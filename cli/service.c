@@ -36,7 +36,8 @@ static const service_def services[] = {
      &cli_commands_hooks},
     {"projector", ADDR(projector_addr), 1, 1,
      "the projector: applies events to the PostgreSQL read models", &cli_projector_hooks},
-    {"queries", ADDR(queries_addr), 0, 1, "the query API: REST and SSE over the read models"},
+    {"queries", ADDR(queries_addr), 0, 1, "the query API: REST and SSE over the read models",
+     &cli_queries_hooks},
     {"scheduler", ADDR(scheduler_addr), 1, 0, "the scheduler: places queued jobs on free GPUs"},
     {"mcp", ADDR(mcp_addr), 1, 1, "the MCP server for chatbot agents"},
     {"worker", ADDR(worker_addr), 1, 0, "the GPU worker agent"},
@@ -146,7 +147,9 @@ static int service_open_dependencies(service *svc, cstl_error *err)
                                 .connect_timeout_s = 2,
                                 .application_name = svc->def->name,
                                 .statement_timeout_ms = cfg->pg_statement_timeout_ms};
-        svc->pg = cstl_pg_pool_new(cfg->pg_dsn, &policy, err);
+        /* The query API reads as constellation_query, bound to a tenant by row-level security. */
+        const char *dsn = strcmp(svc->def->name, "queries") == 0 ? cfg->query_pg_dsn : cfg->pg_dsn;
+        svc->pg = cstl_pg_pool_new(dsn, &policy, err);
         if (svc->pg == NULL)
             return err->code;
     }
@@ -192,8 +195,16 @@ static int service_run(const service_def *def, const cstl_config *cfg)
                               .metrics = metrics,
                               .ready = ready_check,
                               .ready_ud = &svc,
-                              .access_log = access_log};
+                              .access_log = access_log,
+                              .cors_origins = cfg->cors_origins,
+                              .etag = 1};
     cstl_http_server *http = cstl_http_server_new(&opts, &err);
+    /* The HTTP APIs serve their contract (queries/openapi.json) and its docs page. */
+    int api = strcmp(def->name, "commands") == 0 || strcmp(def->name, "queries") == 0;
+    if (http != NULL && api && cstl_http_route_openapi(http, &err) != 0) {
+        cstl_http_server_free(http);
+        http = NULL;
+    }
     if (http == NULL) {
         cstl_log_error(def->name, &err, "cannot start the http server");
         service_close(&svc);

@@ -129,6 +129,24 @@ static const setting settings[] = {
      "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
      "nobody may, tenants are then created with `constellation tenants create`)",
      SETTING_OPTIONAL},
+    {"CONSTELLATION_QUERY_PG_DSN", SETTING_DSN, F(query_pg_dsn),
+     "host=127.0.0.1 port=5432 dbname=constellation user=constellation_query", 0, 0,
+     "PostgreSQL connection string of the query API: the role constellation_query, bound to one "
+     "tenant per request by row-level security"},
+    {"CONSTELLATION_CORS_ORIGINS", SETTING_STRING, F(cors_origins), NULL, 0, 0,
+     "comma-separated exact origins (scheme://host[:port]) the HTTP APIs accept cross-origin "
+     "requests from; unset: CORS off",
+     SETTING_OPTIONAL},
+    {"CONSTELLATION_SSE_HEARTBEAT_S", SETTING_INT, F(sse_heartbeat_s), "15", 1, 300,
+     "seconds between heartbeat comments on an idle event stream (GET /v1/stream)"},
+    {"CONSTELLATION_SSE_MAX_STREAMS", SETTING_INT, F(sse_max_streams), "1000", 1, 100000,
+     "most event streams open at once; more are answered 503"},
+    {"CONSTELLATION_SSE_BUFFER_EVENTS", SETTING_INT, F(sse_buffer_events), "1024", 16, 1000000,
+     "events buffered per stream client; a client that falls further behind is disconnected "
+     "with an event telling it to resume"},
+    {"CONSTELLATION_API_KEY_CACHE_S", SETTING_INT, F(api_key_cache_s), "10", 0, 3600,
+     "seconds an API key looked up in PostgreSQL (by the query API) is trusted before it is "
+     "looked up again, so revocations apply within this time"},
 };
 
 #undef F

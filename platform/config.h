@@ -60,6 +60,13 @@ typedef struct cstl_config {
     int projector_batch_max;
     int projector_batch_ms;
     char topic_prefix[96];
+    /* query API (docs/query-api.md) */
+    char query_pg_dsn[CSTL_CONFIG_STR_MAX];
+    char cors_origins[CSTL_CONFIG_STR_MAX]; /* "" when unset: CORS off */
+    int sse_heartbeat_s;
+    int sse_max_streams;
+    int sse_buffer_events;
+    int api_key_cache_s;
 } cstl_config;
 
 /* One problem found while loading; problems are collected in a cstl_config_problems list. */

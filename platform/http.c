@@ -29,10 +29,16 @@
 /* Hands the stored response to MHD. */
 static enum MHD_Result queue_response(cstl_http_request *req)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        req->resp_len, req->resp_body ? req->resp_body : (void *)"", MHD_RESPMEM_MUST_COPY);
+    cstl_http_etag_apply(req);
+    struct MHD_Response *resp =
+        req->stream != NULL
+            ? cstl_http_stream_response(req)
+            : MHD_create_response_from_buffer(req->resp_len,
+                                              req->resp_body ? req->resp_body : (void *)"",
+                                              MHD_RESPMEM_MUST_COPY);
     if (resp == NULL)
         return MHD_NO;
+    cstl_http_cors_headers(req, resp);
     if (req->content_type != NULL)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
     for (header *h = req->headers; h != NULL; h = h->next)
@@ -339,7 +345,7 @@ static enum MHD_Result access_handler(void *cls,
     if (req == NULL) {
         req = request_new(s, conn, url, method);
         *con_cls = req;
-        if (!check_request(req, url))
+        if (cstl_http_cors_preflight(req) || !check_request(req, url))
             return queue_response(req);
         return MHD_YES;
     }
@@ -390,6 +396,7 @@ static void request_completed(void *cls,
     if (req == NULL)
         return;
     *con_cls = NULL;
+    cstl_http_stream_request_done(req);
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
     double secs =
@@ -552,7 +559,9 @@ cstl_http_server *cstl_http_server_new(const cstl_http_options *opts, cstl_error
             : cstl_metrics_histogram(s->metrics, "http_request_duration_seconds",
                                      "HTTP request duration in seconds, by route.",
                                      (const char *const[]){"route", NULL}, NULL, 0, err);
-    if (s->m_duration == NULL || bind_listener(s, err) != 0 ||
+    s->etag = o.etag != 0;
+    if (s->m_duration == NULL || cstl_http_cors_init(s, o.cors_origins, err) != 0 ||
+        bind_listener(s, err) != 0 ||
         cstl_http_route(s, "GET", "/healthz", handle_healthz, NULL, err) != 0 ||
         cstl_http_route(s, "GET", "/readyz", handle_readyz, NULL, err) != 0 ||
         cstl_http_route(s, "GET", "/metrics", handle_metrics, NULL, err) != 0) {
@@ -571,7 +580,7 @@ int cstl_http_server_start(cstl_http_server *server, cstl_error *err)
 {
     if (server->state != STATE_NEW)
         return cstl_error_set(err, CSTL_EINVAL, "the server was already started");
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     if (server->family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* MHD keeps the request line and headers, plus its own bookkeeping and the response header
@@ -597,6 +606,7 @@ int cstl_http_server_stop(cstl_http_server *server, unsigned grace_ms)
     int rc = 0;
     if (server->state == STATE_STARTED) {
         atomic_store(&server->stopping, true);
+        cstl_http_stream_stop_all(server);
         bool quiesced = MHD_quiesce_daemon(server->daemon) != MHD_INVALID_SOCKET;
         struct timespec deadline;
         clock_gettime(CLOCK_REALTIME, &deadline);
@@ -639,6 +649,7 @@ void cstl_http_server_free(cstl_http_server *server)
         free(server->routes[i].pattern);
     }
     free(server->routes);
+    cstl_http_cors_free(server);
     pthread_cond_destroy(&server->idle);
     pthread_mutex_destroy(&server->lock);
     free(server->problem_base);

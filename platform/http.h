@@ -84,6 +84,12 @@ typedef struct cstl_http_options {
     void *ready_ud;
     cstl_http_access_fn access_log; /* NULL: none */
     void *access_log_ud;
+    /* Comma-separated exact origins ("https://ui.example.com") allowed to call cross-origin; NULL
+     * or "" turns CORS off. See docs/http.md, CORS. */
+    const char *cors_origins;
+    /* Non-zero: every 200 answer to GET or HEAD carries a strong ETag (a hash of its body) and a
+     * matching If-None-Match is answered 304 without a body. */
+    int etag;
 } cstl_http_options;
 
 /*
@@ -142,6 +148,11 @@ const char *cstl_http_request_route(const cstl_http_request *req); /* the matche
 const char *cstl_http_request_param(const cstl_http_request *req, const char *name);
 const char *cstl_http_request_query(const cstl_http_request *req, const char *name);  /* decoded */
 const char *cstl_http_request_header(const cstl_http_request *req, const char *name); /* any case */
+
+/* The name of the first query parameter of req that is not in known (a NULL-terminated list), or
+ * that appears more than once; NULL when every parameter is known and single. Borrowed until the
+ * request completes. */
+const char *cstl_http_request_query_unknown(const cstl_http_request *req, const char *const *known);
 
 /* The body (NUL-terminated, so JSON parsers can take it) and its length; "" when none. */
 const char *cstl_http_request_body(const cstl_http_request *req, size_t *len);
@@ -202,5 +213,55 @@ int cstl_http_respond_problem(cstl_http_request *req,
  * generic title is sent, never the message. 401 adds "WWW-Authenticate: Bearer" unless set.
  */
 int cstl_http_respond_error(cstl_http_request *req, const cstl_error *err);
+
+/*
+ * Registers GET /openapi.json (the embedded OpenAPI document of the HTTP services,
+ * queries/openapi.json) and GET /docs (a self-contained HTML page that renders it). Only before
+ * cstl_http_server_start. Returns as cstl_http_route.
+ */
+int cstl_http_route_openapi(cstl_http_server *server, cstl_error *err);
+
+/* ---- Streaming responses (platform/http_stream.c) ------------------------------------------ */
+
+typedef struct cstl_http_stream cstl_http_stream;
+
+#define CSTL_HTTP_STREAM_END (-1L)
+
+/*
+ * Produces the next bytes of a streamed body: writes up to max bytes into buf and returns how many
+ * (> 0), 0 when there is nothing to send now (the connection then sleeps, without a thread, until
+ * cstl_http_stream_wake), or CSTL_HTTP_STREAM_END to finish the response. Called on a server
+ * thread, never concurrently for one stream, with the stream's lock held: it must not block and
+ * must not call cstl_http_stream_wake on its own stream.
+ */
+typedef long (*cstl_http_stream_fn)(void *ud, char *buf, size_t max);
+
+/*
+ * Answers with status and a body of unknown length produced by fn(ud, ...) (chunked encoding),
+ * headers as set with cstl_http_set_header. done(ud) (may be NULL) is called exactly once when the
+ * server is finished with the stream (the client went away, fn ended it, or the server stopped),
+ * on a server thread; after it fn is never called again. When out is not NULL it receives a
+ * reference to the stream for cstl_http_stream_wake, to be given back with
+ * cstl_http_stream_release. When the server stops, every stream is woken and ended. Returns 0, or
+ * CSTL_EINVAL (already answered, bad status, fn NULL), in which case done is not called and
+ * nothing is stored in out.
+ */
+int cstl_http_respond_stream(cstl_http_request *req,
+                             int status,
+                             const char *content_type,
+                             cstl_http_stream_fn fn,
+                             void *ud,
+                             void (*done)(void *ud),
+                             cstl_http_stream **out);
+
+/* Tells the stream that fn has bytes to send: a sleeping connection is resumed. Harmless after the
+ * stream ended. Any thread; must not be called with a lock held that fn takes. */
+void cstl_http_stream_wake(cstl_http_stream *stream);
+
+/* Gives back the reference from cstl_http_respond_stream. NULL is a harmless no-op. Any thread. */
+void cstl_http_stream_release(cstl_http_stream *stream);
+
+/* Number of streams currently open on server. Thread-safe. */
+size_t cstl_http_stream_count(cstl_http_server *server);
 
 #endif

@@ -55,6 +55,11 @@ struct cstl_http_server {
     pthread_mutex_t lock;
     pthread_cond_t idle;
     long inflight;
+    char **cors; /* allowed origins; NULL when CORS is off */
+    size_t ncors;
+    bool etag;
+    struct cstl_http_stream *streams; /* open streams, guarded by lock */
+    size_t nstreams;
 };
 
 typedef struct pool_block {
@@ -105,6 +110,7 @@ struct cstl_http_request {
     char *resp_body;
     size_t resp_len;
     header *headers;
+    struct cstl_http_stream *stream; /* a streamed response, else NULL */
 };
 
 /* A copy of s in the request's pool. */
@@ -119,5 +125,28 @@ void cstl_http_request_free(cstl_http_request *req);
 
 /* Replaces any stored response with the generic 500 problem. */
 void cstl_http_respond_internal(cstl_http_request *req);
+
+/* CORS (http_extras.c). Parses the option into the server; returns 0 or CSTL_ECONFIG. */
+int cstl_http_cors_init(cstl_http_server *s, const char *origins, cstl_error *err);
+void cstl_http_cors_free(cstl_http_server *s);
+
+/* Answers a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) when CORS is
+ * on. Returns true when it answered. */
+bool cstl_http_cors_preflight(cstl_http_request *req);
+
+/* Adds the CORS response headers for an allowed Origin (and Vary: Origin when CORS is on). */
+void cstl_http_cors_headers(cstl_http_request *req, struct MHD_Response *resp);
+
+/* Sets the ETag of a 200 GET/HEAD answer and turns it into 304 when If-None-Match matches. */
+void cstl_http_etag_apply(cstl_http_request *req);
+
+/* Streams (http_stream.c): the MHD response of req's stream (new reference), NULL on failure. */
+struct MHD_Response *cstl_http_stream_response(cstl_http_request *req);
+
+/* The request is complete: its stream (if any) will not be resumed any more. */
+void cstl_http_stream_request_done(cstl_http_request *req);
+
+/* Wakes every open stream so that each sees the server stopping and ends. */
+void cstl_http_stream_stop_all(cstl_http_server *server);
 
 #endif

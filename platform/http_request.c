@@ -140,6 +140,40 @@ const char *cstl_http_request_query(const cstl_http_request *req, const char *na
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+typedef struct query_walk {
+    const char *const *known;
+    const char *seen[CSTL_HTTP_DEFAULT_MAX_QUERY];
+    size_t nseen;
+    const char *bad;
+} query_walk;
+
+static enum MHD_Result
+find_unknown(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    query_walk *w = cls;
+    bool known = false;
+    for (size_t i = 0; w->known[i] != NULL && !known; i++)
+        known = strcmp(w->known[i], key) == 0;
+    for (size_t i = 0; i < w->nseen && known; i++)
+        known = strcmp(w->seen[i], key) != 0;
+    if (!known) {
+        w->bad = key;
+        return MHD_NO;
+    }
+    if (w->nseen < CSTL_ARRAY_LEN(w->seen))
+        w->seen[w->nseen++] = key;
+    return MHD_YES;
+}
+
+const char *cstl_http_request_query_unknown(const cstl_http_request *req, const char *const *known)
+{
+    query_walk w = {.known = known};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, find_unknown, &w);
+    return w.bad;
+}
+
 const char *cstl_http_request_header(const cstl_http_request *req, const char *name)
 {
     if (name == NULL)

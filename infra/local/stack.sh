@@ -162,6 +162,7 @@ print_env() {
     [[ -f "$PG_PORT_FILE" ]] && pport="$(<"$PG_PORT_FILE")"
     printf "export CONSTELLATION_KAFKA_BROKERS='127.0.0.1:%s'\n" "$kport"
     printf "export CONSTELLATION_PG_DSN='host=127.0.0.1 port=%s dbname=%s user=%s'\n" "$pport" "$PG_DB" "$PG_ROLE"
+    printf "export CONSTELLATION_QUERY_PG_DSN='host=127.0.0.1 port=%s dbname=%s user=constellation_query'\n" "$pport" "$PG_DB"
 }
 
 # --- kafka --------------------------------------------------------------------------------------

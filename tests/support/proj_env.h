@@ -97,7 +97,7 @@ static char *pe_value(cstl_pg_conn *c, const char *sql)
 static inline long pe_long(cstl_pg_conn *c, const char *sql)
 {
     char *v = pe_value(c, sql);
-    long r = v ? atol(v) : -1;
+    long r = v ? strtol(v, NULL, 10) : -1;
     free(v);
     return r;
 }

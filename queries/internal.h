@@ -1,0 +1,69 @@
+/*
+ * internal.h - shared by the files of the query API (the .c files of queries/); not for use
+ * elsewhere.
+ */
+#ifndef CSTL_QUERIES_INTERNAL_H
+#define CSTL_QUERIES_INTERNAL_H
+
+#include "platform/auth.h"
+#include "queries/query.h"
+
+#include <pthread.h>
+
+#define KEY_CACHE_SLOTS 4096
+
+typedef struct key_slot {
+    char key_id[37];
+    long long checked_ms; /* monotonic ms of the last PostgreSQL lookup */
+} key_slot;
+
+typedef struct query_hub query_hub;
+
+struct cstl_query_api {
+    const cstl_config *cfg;
+    cstl_pg_pool *pg;
+    cstl_auth *auth;
+    pthread_mutex_t keys_lock;
+    key_slot keys[KEY_CACHE_SLOTS];
+    query_hub *hub; /* the event stream (stream.c); NULL until started */
+    char jobs_topic[256];
+    char fleet_topic[256];
+};
+
+/*
+ * Authenticates req and checks that the caller may read. On success fills *who and returns 0;
+ * else answers req (401/403/503 problem) and returns a negative code. conn is the thread's
+ * connection, used to look API keys up.
+ */
+int query_authenticate(cstl_query_api *api, cstl_http_request *req, cstl_principal *who);
+
+/*
+ * Runs the prepared function call name/sql on the calling thread's connection (one retry when the
+ * connection was lost) and stores in *text the single text value of the first row (borrowed from
+ * the result, which is released with the request; NULL for SQL NULL). On failure answers req
+ * (500/503/504 problem) and returns a negative code.
+ */
+int query_call(cstl_query_api *api,
+               cstl_http_request *req,
+               const char *name,
+               const char *sql,
+               int nparams,
+               const char *const *params,
+               const char **text);
+
+/* Answers 400 invalid-parameter naming the parameter and its value. Returns CSTL_EINVAL. */
+int query_bad_param(cstl_http_request *req, const char *name, const char *value, const char *why);
+
+/* Answers 400 when req has a query parameter outside known (or one repeated). Returns 0 when all
+ * are fine. */
+int query_check_params(cstl_http_request *req, const char *const *known);
+
+/* Routes of jobs.c and stream.c. */
+int query_routes_jobs(cstl_query_api *api, cstl_http_server *http, cstl_error *err);
+int query_stream_start(cstl_query_api *api, cstl_http_server *http, cstl_error *err);
+void query_stream_stop(cstl_query_api *api);
+
+/* Monotonic milliseconds. */
+long long query_now_ms(void);
+
+#endif
