@@ -36,6 +36,22 @@ for svc in "${services[@]}"; do
 done
 
 addr() { "$bin" config show | sed -n "s/^CONSTELLATION_$1_ADDR=//p"; }
+
+# A first tenant and its admin key, made once through the command API's handler and kept.
+tenant_file="${CSTL_LOCAL_DIR:-$repo/.local}/tenant.json"
+for _ in $(seq 1 600); do
+    curl -sf "http://$(addr COMMANDS)/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+if [ ! -s "$tenant_file" ]; then
+    if "$bin" tenants create default >"$tenant_file.tmp"; then
+        mv "$tenant_file.tmp" "$tenant_file"
+    else
+        rm -f "$tenant_file.tmp"
+        say "could not create the default tenant (see the log above)"
+    fi
+fi
+api_key=$(sed -n 's/.*"api_key" *: *"\([^"]*\)".*/\1/p' "$tenant_file" 2>/dev/null || true)
 cat <<EOT
 
 Constellation is running. Logs are JSON lines on this terminal.
@@ -47,6 +63,8 @@ Constellation is running. Logs are JSON lines on this terminal.
   worker agent  http://$(addr WORKER)/metrics
   Kafka         ${CONSTELLATION_KAFKA_BROKERS}
   PostgreSQL    ${CONSTELLATION_PG_DSN}
+  admin API key ${api_key:-(none)}   (tenant of $tenant_file)
+Try: curl -H "Authorization: Bearer \$KEY" http://$(addr QUERIES)/v1/jobs
 Every service serves /healthz, /readyz and /metrics. Press Ctrl-C to stop.
 
 EOT
