@@ -53,7 +53,9 @@ is_problem
 grep -qi '^www-authenticate: bearer' "$work/h" || fail "401 without WWW-Authenticate"
 [ "$(get /v1/jobs -H 'Authorization: Bearer cstl_0123456789abcdef0123456789abcdef_00')" = 401 ] ||
     fail "malformed key"
-[ "$(get /v1/jobs -H "Authorization: Bearer ${KEY_A%?}0")" = 401 ] || fail "wrong secret"
+# the key with its last hex digit changed (to 1 if it was 0, else to 0)
+wrong_key=${KEY_A%?}$([ "${KEY_A: -1}" = 0 ] && echo 1 || echo 0)
+[ "$(get /v1/jobs -H "Authorization: Bearer $wrong_key")" = 401 ] || fail "wrong secret"
 [ "$(get /v1/jobs -H "Authorization: Bearer $KEY_WORKER")" = 403 ] || fail "worker may not read"
 echo "auth: ok"
 
