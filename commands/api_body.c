@@ -6,6 +6,8 @@
  */
 #include "commands/api_body.h"
 
+#include "commands/rules.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -141,32 +143,10 @@ field_error(cstl_api_field_error *fe, const char *path, const char *code, const 
     return CSTL_EINVAL;
 }
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number with a fraction";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "a value";
-}
-
 static int wrong_type(cstl_api_field_error *fe, const char *path, const char *want, const json_t *v)
 {
     return field_error(fe, path, "invalid_type", "%s must be %s, got %s",
-                       path[0] ? path : "the body", want, json_type_name(v));
+                       path[0] ? path : "the body", want, cstl_json_type_name(v));
 }
 
 static size_t cap_of(const cstl_api_field *f, size_t dflt)
@@ -370,7 +350,7 @@ int cstl_api_body_map(const cstl_api_field *fields,
 {
     if (!json_is_object(body))
         return field_error(fe, "", "invalid_type", "the body must be a JSON object, got %s",
-                           json_type_name(body));
+                           cstl_json_type_name(body));
     return map_object(fields, body, out, "", fe);
 }
 

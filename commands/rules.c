@@ -33,7 +33,7 @@ static const char *quote(const char *s, char out[QUOTE_MAX + 8])
     return out;
 }
 
-static const char *type_name(const json_t *v)
+const char *cstl_json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -58,7 +58,7 @@ static const char *type_name(const json_t *v)
 static int wrong_type(cstl_decision *d, const char *path, const char *want, const json_t *got)
 {
     return cstl_decision_reject(d, CSTL_REJECT_INVALID, "invalid_type", path,
-                                "%s must be %s, got %s", path, want, type_name(got));
+                                "%s must be %s, got %s", path, want, cstl_json_type_name(got));
 }
 
 static int

@@ -41,4 +41,7 @@ int cstl_command_validate(const char *context,
 /* True when context has a command named command_type. */
 int cstl_command_known(const char *context, const char *command_type);
 
+/* How a JSON value's type reads in a message: "a string", "an integer", "null"... Static. */
+const char *cstl_json_type_name(const json_t *v);
+
 #endif
