@@ -284,6 +284,11 @@ static void test_bad_id_and_limit(void **state)
 static void test_slow_client(void **state)
 {
     (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    /* This case depends on the server filling a client's socket faster than it drains, which
+     * the sanitized build's slower server does not reliably do; the plain build runs it. */
+    skip();
+#endif
     q.cfg.sse_buffer_events = 16;
     conn slow;
     assert_int_equal(conn_open_buf(&slow, NULL, 2048), 0);
