@@ -144,6 +144,10 @@ static const setting settings[] = {
     {"CONSTELLATION_SSE_BUFFER_EVENTS", SETTING_INT, F(sse_buffer_events), "1024", 16, 1000000,
      "events buffered per stream client; a client that falls further behind is disconnected "
      "with an event telling it to resume"},
+    {"CONSTELLATION_SSE_SEND_BUFFER_BYTES", SETTING_INT, F(sse_send_buffer_bytes), "0", 0, 16777216,
+     "kernel send buffer of an event stream's connection; bounds how far a client that stops "
+     "reading can fall behind before its events buffer fills (0: the kernel's autotuned size, "
+     "up to a few MiB)"},
     {"CONSTELLATION_API_KEY_CACHE_S", SETTING_INT, F(api_key_cache_s), "10", 0, 3600,
      "seconds an API key looked up in PostgreSQL (by the query API) is trusted before it is "
      "looked up again, so revocations apply within this time"},

@@ -66,6 +66,7 @@ typedef struct cstl_config {
     int sse_heartbeat_s;
     int sse_max_streams;
     int sse_buffer_events;
+    int sse_send_buffer_bytes;
     int api_key_cache_s;
 } cstl_config;
 

@@ -261,6 +261,14 @@ void cstl_http_stream_wake(cstl_http_stream *stream);
 /* Gives back the reference from cstl_http_respond_stream. NULL is a harmless no-op. Any thread. */
 void cstl_http_stream_release(cstl_http_stream *stream);
 
+/*
+ * Bounds the kernel's send buffer of req's connection to bytes (Linux doubles the figure for its
+ * bookkeeping), so that a client that stops reading a stream is noticed after that much rather
+ * than after the kernel's autotuned maximum (megabytes). 0 leaves the kernel's choice. Returns 0,
+ * CSTL_EINVAL for a negative size, or CSTL_EIO when the socket refuses it.
+ */
+int cstl_http_request_set_send_buffer(cstl_http_request *req, int bytes);
+
 /* Number of streams currently open on server. Thread-safe. */
 size_t cstl_http_stream_count(cstl_http_server *server);
 

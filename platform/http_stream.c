@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define STREAM_BLOCK ((size_t)16 * 1024)
 
@@ -186,4 +187,19 @@ void cstl_http_stream_stop_all(cstl_http_server *server)
     for (cstl_http_stream *s = server->streams; s != NULL; s = s->next)
         cstl_http_stream_wake(s);
     pthread_mutex_unlock(&server->lock);
+}
+
+int cstl_http_request_set_send_buffer(cstl_http_request *req, int bytes)
+{
+    if (bytes < 0)
+        return CSTL_EINVAL;
+    if (bytes == 0)
+        return 0;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info == NULL)
+        return CSTL_EIO;
+    return setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)) == 0
+               ? 0
+               : CSTL_EIO;
 }

@@ -579,6 +579,9 @@ static int handle_stream(cstl_http_request *req, void *ud)
     /* Cannot fail: the request has not been answered. The stream is read only once the handler
      * has returned, so linking the client afterwards loses nothing. */
     cstl_http_respond_stream(req, 200, "text/event-stream", sse_read, c, sse_done, &c->stream);
+    if (cstl_http_request_set_send_buffer(req, api->cfg->sse_send_buffer_bytes) != 0)
+        cstl_log(CSTL_LOG_WARN, "queries", "cannot bound an event stream's send buffer to %d bytes",
+                 api->cfg->sse_send_buffer_bytes);
     pthread_mutex_lock(&hub->lock);
     c->next = hub->clients;
     if (hub->clients != NULL)
