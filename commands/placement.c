@@ -18,6 +18,7 @@
 
 static const char *const reason_names[CSTL_PLACE_NREASONS] = {
     [CSTL_PLACE_ASSIGNED] = "ASSIGNED",
+    [CSTL_PLACE_NO_WORKERS] = "NO_ONLINE_WORKERS",
     [CSTL_PLACE_GPU_MODEL_ABSENT] = "GPU_MODEL_ABSENT",
     [CSTL_PLACE_NO_GPU_WITH_MEMORY] = "NO_GPU_WITH_MEMORY",
     [CSTL_PLACE_NOT_ENOUGH_GPUS] = "NOT_ENOUGH_GPUS_ON_ANY_WORKER",
@@ -190,10 +191,11 @@ static void make_order(place_round *r)
 
 /* What the fleet offers j, free or not. */
 typedef struct fleet_fit {
-    bool model_seen;   /* some online GPU has the model (or no model was asked for) */
-    bool memory_seen;  /* some online GPU of that model has the memory */
-    int most_on_one;   /* most qualifying GPUs on one online worker, drained included */
-    int most_undrained; /* the same without drained GPUs */
+    bool any_gpu;        /* some online worker has a GPU */
+    bool model_seen;     /* some online GPU has the model (or no model was asked for) */
+    bool memory_seen;    /* some online GPU of that model has the memory */
+    int most_on_one;     /* most qualifying GPUs on one online worker, drained included */
+    int most_undrained;  /* the same without drained GPUs */
     int64_t largest_mib; /* largest memory among GPUs of the model */
 } fleet_fit;
 
@@ -207,6 +209,7 @@ static fleet_fit fit_fleet(const cstl_place_input *in, const cstl_place_job *j)
         int q = 0, undrained = 0;
         for (size_t g = 0; g < wk->ngpus; g++) {
             const cstl_place_gpu *gpu = &wk->gpus[g];
+            f.any_gpu = true;
             bool model_ok =
                 !model_wanted(j) || (gpu->model != NULL && strcmp(gpu->model, j->gpu_model) == 0);
             if (!model_ok)
@@ -292,12 +295,14 @@ static void take_gpus(place_round *r, size_t w, const cstl_place_job *j, cstl_pl
 
 /* The reason and message of a job that fits nowhere in the fleet, or CSTL_PLACE_ASSIGNED if it
  * fits somewhere once GPUs free up. */
-static cstl_place_reason never_fits(const cstl_place_input *in,
-                                    const cstl_place_job *j,
-                                    char *msg,
-                                    size_t n)
+static cstl_place_reason
+never_fits(const cstl_place_input *in, const cstl_place_job *j, char *msg, size_t n)
 {
     fleet_fit f = fit_fleet(in, j);
+    if (!f.any_gpu) {
+        snprintf(msg, n, "no worker with GPUs is online");
+        return CSTL_PLACE_NO_WORKERS;
+    }
     if (!f.model_seen) {
         snprintf(msg, n, "no online worker has a GPU of model \"%s\"", j->gpu_model);
         return CSTL_PLACE_GPU_MODEL_ABSENT;
@@ -364,8 +369,8 @@ static void decide_one(place_round *r, size_t pos, cstl_place_decision *d)
     }
     if (best != SIZE_MAX) {
         take_gpus(r, best, j, d);
-        snprintf(d->message, sizeof(d->message), "assigned to %d GPU%s on worker %s",
-                 j->gpu_count, j->gpu_count == 1 ? "" : "s", in->workers[best].worker_id);
+        snprintf(d->message, sizeof(d->message), "assigned to %d GPU%s on worker %s", j->gpu_count,
+                 j->gpu_count == 1 ? "" : "s", in->workers[best].worker_id);
         return;
     }
     if (wait != SIZE_MAX) {

@@ -62,11 +62,11 @@ typedef struct cstl_place_tenant {
 typedef struct cstl_place_job {
     const char *job_id;
     const char *tenant_id;
-    int gpu_count;             /* 1..CSTL_PLACE_MAX_GPUS */
+    int gpu_count;              /* 1..CSTL_PLACE_MAX_GPUS */
     int64_t min_gpu_memory_mib; /* 0: any */
-    const char *gpu_model;     /* NULL or "": any */
-    int priority;              /* higher first */
-    int64_t submitted_at;      /* microseconds; older first */
+    const char *gpu_model;      /* NULL or "": any */
+    int priority;               /* higher first */
+    int64_t submitted_at;       /* microseconds; older first */
 } cstl_place_job;
 
 typedef struct cstl_place_input {
@@ -81,25 +81,26 @@ typedef struct cstl_place_input {
 
 typedef enum cstl_place_reason {
     CSTL_PLACE_ASSIGNED = 0,
-    CSTL_PLACE_GPU_MODEL_ABSENT,    /* no online worker has a GPU of the requested model */
-    CSTL_PLACE_NO_GPU_WITH_MEMORY,  /* no GPU (of that model) has the memory asked for */
-    CSTL_PLACE_NOT_ENOUGH_GPUS,     /* no single worker has gpu_count qualifying GPUs */
-    CSTL_PLACE_GPUS_DRAINED,        /* it would fit, but enough of the GPUs are drained */
-    CSTL_PLACE_WAITING_FOR_GPUS,    /* next in line: the qualifying GPUs are busy */
-    CSTL_PLACE_HIGHER_PRIORITY,     /* a higher-priority job goes first on those GPUs */
-    CSTL_PLACE_TENANT_AT_SHARE,     /* an equal-priority job of a tenant below its share goes first */
-    CSTL_PLACE_EARLIER_JOBS,        /* an earlier job of the same tenant goes first */
+    CSTL_PLACE_NO_WORKERS,         /* no worker is online */
+    CSTL_PLACE_GPU_MODEL_ABSENT,   /* no online worker has a GPU of the requested model */
+    CSTL_PLACE_NO_GPU_WITH_MEMORY, /* no GPU (of that model) has the memory asked for */
+    CSTL_PLACE_NOT_ENOUGH_GPUS,    /* no single worker has gpu_count qualifying GPUs */
+    CSTL_PLACE_GPUS_DRAINED,       /* it would fit, but enough of the GPUs are drained */
+    CSTL_PLACE_WAITING_FOR_GPUS,   /* next in line: the qualifying GPUs are busy */
+    CSTL_PLACE_HIGHER_PRIORITY,    /* a higher-priority job goes first on those GPUs */
+    CSTL_PLACE_TENANT_AT_SHARE, /* an equal-priority job of a tenant below its share goes first */
+    CSTL_PLACE_EARLIER_JOBS,    /* an earlier job of the same tenant goes first */
     CSTL_PLACE_NREASONS
 } cstl_place_reason;
 
 typedef struct cstl_place_decision {
-    size_t job;               /* index into input jobs */
-    size_t position;          /* 1-based place in the scheduling order, over all tenants */
-    size_t tenant_position;   /* 1-based place among its tenant's jobs */
-    cstl_place_reason reason; /* CSTL_PLACE_ASSIGNED: worker and gpus are set */
-    size_t worker;            /* index into input workers */
+    size_t job;                       /* index into input jobs */
+    size_t position;                  /* 1-based place in the scheduling order, over all tenants */
+    size_t tenant_position;           /* 1-based place among its tenant's jobs */
+    cstl_place_reason reason;         /* CSTL_PLACE_ASSIGNED: worker and gpus are set */
+    size_t worker;                    /* index into input workers */
     size_t gpus[CSTL_PLACE_MAX_GPUS]; /* indices into that worker's gpus, gpu_count of them */
-    size_t blocked_by;        /* for HIGHER_PRIORITY, TENANT_AT_SHARE, EARLIER_JOBS: a job index */
+    size_t blocked_by; /* for HIGHER_PRIORITY, TENANT_AT_SHARE, EARLIER_JOBS: a job index */
     char message[CSTL_PLACE_MESSAGE_MAX];
 } cstl_place_decision;
 

@@ -9,6 +9,7 @@
 #include "platform/error.h"
 
 #include <jansson.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,8 +92,8 @@ static void load_case(json_t *c, fixture *f)
 }
 
 /* Compares one decision with its expectation; returns the number of mismatches (printed). */
-static int check_decision(const char *name, const fixture *f, const cstl_place_decision *d,
-                          json_t *want)
+static int
+check_decision(const char *name, const fixture *f, const cstl_place_decision *d, json_t *want)
 {
     int bad = 0;
     const char *job = f->jobs[d->job].job_id;
@@ -192,8 +193,13 @@ static void test_limits(void **state)
     cstl_place_worker w = {.worker_id = "w", .gpus = &gpu, .ngpus = 1, .online = true};
     cstl_place_job j = {.job_id = "j", .tenant_id = "t", .gpu_count = 1};
     cstl_place_tenant t = {.tenant_id = "t", .weight = 1};
-    cstl_place_input in = {.workers = &w, .nworkers = 1, .tenants = &t, .ntenants = 1,
-                           .jobs = &j, .njobs = 1, .charge_s = 60};
+    cstl_place_input in = {.workers = &w,
+                           .nworkers = 1,
+                           .tenants = &t,
+                           .ntenants = 1,
+                           .jobs = &j,
+                           .njobs = 1,
+                           .charge_s = 60};
     cstl_place_decision d;
     assert_int_equal(cstl_place(&in, &d), 0);
     assert_int_equal(d.reason, CSTL_PLACE_ASSIGNED);
@@ -238,7 +244,7 @@ static bool qualifies(const cstl_place_job *j, const cstl_place_gpu *g)
 
 static const char *const models[] = {"H100", "A100", "L4"};
 static const char *const tenant_ids[] = {"t0", "t1", "t2"};
-static char wid[MAXW][16], uid[MAXW][CSTL_PLACE_MAX_GPUS][24], jid[MAXJ][16];
+static char wid[MAXW][32], uid[MAXW][CSTL_PLACE_MAX_GPUS][48], jid[MAXJ][32];
 
 /* A random round: up to 6 workers of up to 8 GPUs (some held, drained or offline), 3 tenants,
  * up to 40 jobs. */
@@ -256,8 +262,10 @@ static void random_round(fixture *f, unsigned *seed)
         for (size_t g = 0; g < f->workers[w].ngpus; g++) {
             snprintf(uid[w][g], sizeof(uid[w][g]), "GPU-%zu-%zu", w, g);
             unsigned m = rnd(seed) % 3;
-            f->gpus[w][g] = (cstl_place_gpu){.uuid = uid[w][g], .model = models[m],
-                                             .memory_mib = mems[m], .held = rnd(seed) % 3 == 0,
+            f->gpus[w][g] = (cstl_place_gpu){.uuid = uid[w][g],
+                                             .model = models[m],
+                                             .memory_mib = mems[m],
+                                             .held = rnd(seed) % 3 == 0,
                                              .drained = rnd(seed) % 10 == 0};
         }
     }
@@ -269,7 +277,8 @@ static void random_round(fixture *f, unsigned *seed)
     f->in.njobs = rnd(seed) % 40;
     for (size_t j = 0; j < f->in.njobs; j++) {
         snprintf(jid[j], sizeof(jid[j]), "j%02zu", j);
-        f->jobs[j] = (cstl_place_job){.job_id = jid[j], .tenant_id = tenant_ids[rnd(seed) % 3],
+        f->jobs[j] = (cstl_place_job){.job_id = jid[j],
+                                      .tenant_id = tenant_ids[rnd(seed) % 3],
                                       .gpu_count = 1 + (int)(rnd(seed) % 4),
                                       .min_gpu_memory_mib = rnd(seed) % 2 ? 0 : 30000,
                                       .gpu_model = rnd(seed) % 4 ? NULL : models[rnd(seed) % 3],
