@@ -38,7 +38,8 @@ static const service_def services[] = {
      "the projector: applies events to the PostgreSQL read models", &cli_projector_hooks},
     {"queries", ADDR(queries_addr), 0, 1, "the query API: REST and SSE over the read models",
      &cli_queries_hooks},
-    {"scheduler", ADDR(scheduler_addr), 1, 0, "the scheduler: places queued jobs on free GPUs"},
+    {"scheduler", ADDR(scheduler_addr), 1, 0, "the scheduler: places queued jobs on free GPUs",
+     &cli_scheduler_hooks},
     {"mcp", ADDR(mcp_addr), 1, 1, "the MCP server for chatbot agents"},
     {"worker", ADDR(worker_addr), 1, 0, "the GPU worker agent"},
 };

@@ -41,6 +41,9 @@ extern const cli_service_hooks cli_projector_hooks;
 /* The hooks of `constellation commands` (commands_service.c). */
 extern const cli_service_hooks cli_commands_hooks;
 
+/* The scheduler's hooks (cli/scheduler_cmd.c). */
+extern const cli_service_hooks cli_scheduler_hooks;
+
 /* The query API's hooks (cli/queries_cmd.c). */
 extern const cli_service_hooks cli_queries_hooks;
 

@@ -18,7 +18,7 @@
 
 typedef struct reader_partition {
     char topic[128];
-    char context[32];
+    char context[128];
     int32_t partition;
     int64_t end;
     bool done;
@@ -64,7 +64,10 @@ static int add_topic(cstl_event_reader *r,
                      cstl_error *err)
 {
     char name[128];
-    snprintf(name, sizeof(name), "constellation.%s.events", context);
+    if (strchr(context, '.') != NULL)
+        snprintf(name, sizeof(name), "%s", context); /* a whole topic name */
+    else
+        snprintf(name, sizeof(name), "constellation.%s.events", context);
     rd_kafka_t *rk = cstl_kafka_consumer_handle(r->consumer);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, name, NULL);
     const struct rd_kafka_metadata *md = NULL;
@@ -151,8 +154,13 @@ handle(cstl_event_reader *r, const rd_kafka_message_t *m, cstl_event_reader_fn f
     cstl_event_headers h;
     const cstl_schema_entry *writer = NULL;
     json_t *data = NULL;
-    if (p == NULL || rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        cstl_event_headers_parse(hdrs, &h, NULL) != 0 ||
+    /* A whole topic that is not an events topic (heartbeats) carries fewer headers: its records
+     * are read without them. */
+    bool events = p != NULL && strchr(p->context, '.') == NULL;
+    memset(&h, 0, sizeof(h));
+    if (p == NULL ||
+        (events && (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                    cstl_event_headers_parse(hdrs, &h, NULL) != 0)) ||
         cstl_codec_writer(m->payload, m->len, &writer, NULL) != 0 ||
         cstl_codec_decode_json(m->payload, m->len, NULL, &data, NULL) != 0) {
         json_decref(data);

@@ -29,7 +29,8 @@ typedef void (*cstl_event_reader_fn)(void *ud,
                                      const json_t *data,
                                      const cstl_event_headers *headers);
 
-/* A reader of the events topics of contexts (n names, borrowed). NULL + err when a topic is
+/* A reader of the events topics of contexts (n names, borrowed; a name with a dot is a whole topic
+ * name, "constellation.fleet.heartbeats", passed to fn as the context). NULL + err when a topic is
  * missing or the broker cannot be reached within timeout_ms. */
 cstl_event_reader *cstl_event_reader_new(const char *brokers,
                                          const char *client_id,

@@ -144,7 +144,8 @@ static void job_submitted(cstl_scheduler *s, const char *tenant_id, const json_t
         return;
     sjob *j = cstl_xcalloc(1, sizeof(*j));
     copy(j->job_id, sizeof(j->job_id), id);
-    copy(j->tenant_id, sizeof(j->tenant_id), *str(d, "tenant_id") ? str(d, "tenant_id") : tenant_id);
+    copy(j->tenant_id, sizeof(j->tenant_id),
+         *str(d, "tenant_id") ? str(d, "tenant_id") : tenant_id);
     j->gpu_count = (int)num(d, "gpu_count");
     j->min_gpu_memory_mib = num(d, "min_gpu_memory_mib");
     copy(j->gpu_model, sizeof(j->gpu_model), str(d, "gpu_model"));
@@ -388,8 +389,8 @@ static bool inflight(const sjob *j, int64_t now_us)
 }
 
 /* 1-3: lost workers, their jobs, overdue runs. */
-static void plan_liveness(cstl_scheduler *s, int64_t now_us, collect *workers, collect *jobs,
-                          cstl_sched_plan *p)
+static void plan_liveness(
+    cstl_scheduler *s, int64_t now_us, collect *workers, collect *jobs, cstl_sched_plan *p)
 {
     char key[256];
     int64_t silent = (int64_t)(s->o.heartbeat_timeout_s * 1e6);
@@ -436,9 +437,9 @@ static void plan_releases(cstl_scheduler *s, int64_t now_us, collect *workers, c
             if (holder[0] == '\0' || done[g])
                 continue;
             const sjob *j = cstl_strmap_get(s->jobs, holder);
-            if (j != NULL && (inflight(j, now_us) ||
-                              ((j->state == SJ_ASSIGNED || j->state == SJ_RUNNING) &&
-                               strcmp(j->worker_id, w->worker_id) == 0)))
+            if (j != NULL &&
+                (inflight(j, now_us) || ((j->state == SJ_ASSIGNED || j->state == SJ_RUNNING) &&
+                                         strcmp(j->worker_id, w->worker_id) == 0)))
                 continue;
             json_t *uuids = json_array();
             for (size_t k = g; k < w->ngpus; k++) {
@@ -461,8 +462,10 @@ static void fill_gpus(const sworker *w, collect *jobs, int64_t now_us, cstl_plac
 {
     for (size_t g = 0; g < w->ngpus; g++) {
         const sgpu *src = &w->gpus[g];
-        out[g] = (cstl_place_gpu){.uuid = src->uuid, .model = src->model,
-                                  .memory_mib = src->memory_mib, .drained = src->drained,
+        out[g] = (cstl_place_gpu){.uuid = src->uuid,
+                                  .model = src->model,
+                                  .memory_mib = src->memory_mib,
+                                  .drained = src->drained,
                                   .held = src->held_by[0] != '\0'};
     }
     for (size_t i = 0; i < jobs->n; i++) {
@@ -477,8 +480,12 @@ static void fill_gpus(const sworker *w, collect *jobs, int64_t now_us, cstl_plac
 }
 
 /* Turns one placement into ReserveGpus + AssignJob and marks the job in flight. */
-static void plan_assignment(cstl_scheduler *s, int64_t now_us, sjob *j, const sworker *w,
-                            const cstl_place_decision *d, cstl_sched_plan *p)
+static void plan_assignment(cstl_scheduler *s,
+                            int64_t now_us,
+                            sjob *j,
+                            const sworker *w,
+                            const cstl_place_decision *d,
+                            cstl_sched_plan *p)
 {
     char key[256], run_id[37];
     snprintf(key, sizeof(key), "run:%s:%d", j->job_id, j->attempts + 1);
@@ -503,8 +510,8 @@ static void plan_assignment(cstl_scheduler *s, int64_t now_us, sjob *j, const sw
 }
 
 /* 5: placement of the queued jobs that are not in flight. */
-static void plan_placement(cstl_scheduler *s, int64_t now_us, collect *workers, collect *jobs,
-                           cstl_sched_plan *p)
+static void plan_placement(
+    cstl_scheduler *s, int64_t now_us, collect *workers, collect *jobs, cstl_sched_plan *p)
 {
     int64_t silent = (int64_t)(s->o.heartbeat_timeout_s * 1e6);
     cstl_place_worker *pw = cstl_xcalloc(workers->n + 1, sizeof(*pw));
@@ -513,7 +520,8 @@ static void plan_placement(cstl_scheduler *s, int64_t now_us, collect *workers, 
         const sworker *w = workers->items[i];
         fill_gpus(w, jobs, now_us, &pg[i * CSTL_PLACE_MAX_GPUS]);
         pw[i] = (cstl_place_worker){.worker_id = w->worker_id,
-                                    .gpus = &pg[i * CSTL_PLACE_MAX_GPUS], .ngpus = w->ngpus,
+                                    .gpus = &pg[i * CSTL_PLACE_MAX_GPUS],
+                                    .ngpus = w->ngpus,
                                     .online = w->active && now_us - w->last_seen <= silent};
     }
     sjob **queued = cstl_xcalloc(jobs->n + 1, sizeof(sjob *));
@@ -525,10 +533,12 @@ static void plan_placement(cstl_scheduler *s, int64_t now_us, collect *workers, 
             j->gpu_count > CSTL_PLACE_MAX_GPUS)
             continue;
         queued[nq] = j;
-        pj[nq++] = (cstl_place_job){.job_id = j->job_id, .tenant_id = j->tenant_id,
+        pj[nq++] = (cstl_place_job){.job_id = j->job_id,
+                                    .tenant_id = j->tenant_id,
                                     .gpu_count = j->gpu_count,
                                     .min_gpu_memory_mib = j->min_gpu_memory_mib,
-                                    .gpu_model = j->gpu_model, .priority = j->priority,
+                                    .gpu_model = j->gpu_model,
+                                    .priority = j->priority,
                                     .submitted_at = j->submitted_at};
     }
     cstl_place_tenant *pt = cstl_xcalloc(nq + 1, sizeof(*pt));
@@ -540,12 +550,18 @@ static void plan_placement(cstl_scheduler *s, int64_t now_us, collect *workers, 
         if (have)
             continue;
         const stenant *t = cstl_strmap_get(s->tenants, queued[i]->tenant_id);
-        pt[nt++] = (cstl_place_tenant){
-            .tenant_id = queued[i]->tenant_id, .weight = t != NULL ? t->weight : 1,
-            .usage_gpu_s = cstl_scheduler_usage(s, queued[i]->tenant_id, now_us)};
+        pt[nt++] = (cstl_place_tenant){.tenant_id = queued[i]->tenant_id,
+                                       .weight = t != NULL ? t->weight : 1,
+                                       .usage_gpu_s =
+                                           cstl_scheduler_usage(s, queued[i]->tenant_id, now_us)};
     }
-    cstl_place_input in = {.workers = pw, .nworkers = workers->n, .tenants = pt, .ntenants = nt,
-                           .jobs = pj, .njobs = nq, .charge_s = s->o.charge_s};
+    cstl_place_input in = {.workers = pw,
+                           .nworkers = workers->n,
+                           .tenants = pt,
+                           .ntenants = nt,
+                           .jobs = pj,
+                           .njobs = nq,
+                           .charge_s = s->o.charge_s};
     cstl_place_decision *out = cstl_xcalloc(nq + 1, sizeof(*out));
     if (cstl_place(&in, out) == 0) {
         p->queue = cstl_xcalloc(nq + 1, sizeof(*p->queue));

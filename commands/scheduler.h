@@ -103,4 +103,53 @@ void cstl_scheduler_placement_failed(cstl_scheduler *s, const char *job_id);
  * unknown tenant. */
 double cstl_scheduler_usage(const cstl_scheduler *s, const char *tenant_id, int64_t now_us);
 
+/* ---- the running process manager (scheduler_run.c) ----------------------------------------- */
+
+#include "commands/client.h"
+#include "platform/error.h"
+#include "platform/metrics.h"
+
+typedef struct cstl_scheduler_runner cstl_scheduler_runner;
+
+typedef struct cstl_scheduler_runner_options {
+    const char *brokers;
+    const char *instance_id;
+    cstl_cmd_client *client; /* borrowed: sends the plan's commands */
+    cstl_scheduler_options policy;
+    int tick_ms;           /* how often it plans when nothing happens (default 500) */
+    int timeout_ms;        /* broker and reply timeouts (default 10000) */
+    cstl_metrics *metrics; /* may be NULL */
+} cstl_scheduler_runner_options;
+
+/* A runner reading the jobs and fleet events and the heartbeats. NULL + err when they cannot be
+ * read. */
+cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_options *opts,
+                                                 cstl_error *err);
+
+/*
+ * Runs until cstl_scheduler_runner_stop: reads the log to its end, then plans after every batch of
+ * events and at least every tick, and sends the plan's commands. A placement sends ReserveGpus
+ * and waits for its reply, then AssignJob; an AssignJob refused (the job was cancelled meanwhile)
+ * releases the GPUs again. Commands are not sent again within a few seconds of being sent; after
+ * that a plan that still asks for one sends it again (same id: deduplicated). Returns 0 when
+ * stopped, or a negative code when the events cannot be read.
+ */
+int cstl_scheduler_runner_run(cstl_scheduler_runner *r, cstl_error *err);
+
+/* Sets a tenant's fair-share weight (see cstl_scheduler_set_weight). Before run(). */
+int cstl_scheduler_runner_set_weight(cstl_scheduler_runner *r,
+                                     const char *tenant_id,
+                                     double weight);
+
+/* Any thread. */
+void cstl_scheduler_runner_stop(cstl_scheduler_runner *r);
+bool cstl_scheduler_runner_ready(const cstl_scheduler_runner *r);
+
+/* The latest queue as JSON, [{job_id, tenant_id, position, tenant_position, reason, message}],
+ * a new reference (caller decrefs); [] before the first plan. Any thread. */
+json_t *cstl_scheduler_runner_queue(cstl_scheduler_runner *r);
+
+/* NULL is a no-op. Not while run() is running. */
+void cstl_scheduler_runner_free(cstl_scheduler_runner *r);
+
 #endif

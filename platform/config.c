@@ -125,6 +125,22 @@ static const setting settings[] = {
      1, 1000000,
      "admission rejects a job (QUOTA_EXCEEDED) when its tenant already has this many "
      "jobs waiting (submitted or queued)"},
+    {"CONSTELLATION_SCHEDULER_HEARTBEAT_TIMEOUT_S", SETTING_INT, F(scheduler_heartbeat_timeout_s),
+     "30", 2, 3600,
+     "seconds without a heartbeat after which the scheduler marks a worker lost and requeues its "
+     "jobs"},
+    {"CONSTELLATION_SCHEDULER_USAGE_HALF_LIFE_S", SETTING_INT, F(scheduler_usage_half_life_s),
+     "600", 1, 604800,
+     "half-life in seconds of the recent GPU usage that fair share compares between tenants"},
+    {"CONSTELLATION_SCHEDULER_TIMEOUT_GRACE_S", SETTING_INT, F(scheduler_timeout_grace_s), "30", 1,
+     3600,
+     "seconds past a running job's runtime limit before the scheduler times it out (the worker "
+     "enforces the limit itself; this covers a worker that does not)"},
+    {"CONSTELLATION_SCHEDULER_TENANT_WEIGHTS", SETTING_STRING, F(scheduler_tenant_weights), NULL, 0,
+     0,
+     "fair-share weights, comma-separated TENANT_UUID=WEIGHT (a positive number); tenants not "
+     "listed weigh 1",
+     SETTING_OPTIONAL},
     {"CONSTELLATION_OPERATOR_TENANT_ID", SETTING_UUID, F(operator_tenant_id), NULL, 0, 0,
      "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
      "nobody may, tenants are then created with `constellation tenants create`)",

@@ -50,8 +50,12 @@ typedef struct cstl_config {
     int command_wait_ms;            /* how long the command API waits for a command's reply */
     int admission;                  /* 1: `constellation commands` also runs admission */
     int max_queued_jobs_per_tenant; /* admission quota */
-    int command_handler;            /* 1: `constellation commands` also runs the command handler */
-    char operator_tenant_id[40];    /* the tenant whose admins may create tenants; "" when unset */
+    int scheduler_heartbeat_timeout_s;
+    int scheduler_usage_half_life_s;
+    int scheduler_timeout_grace_s;
+    char scheduler_tenant_weights[CSTL_CONFIG_STR_MAX]; /* "" when unset */
+    int command_handler;         /* 1: `constellation commands` also runs the command handler */
+    char operator_tenant_id[40]; /* the tenant whose admins may create tenants; "" when unset */
     /* authentication (platform/auth.h); "" when unset */
     char jwt_hs256_secret[CSTL_CONFIG_STR_MAX];
     char jwt_rs256_public_key_file[CSTL_CONFIG_STR_MAX];

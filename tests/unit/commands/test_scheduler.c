@@ -21,8 +21,8 @@ static const char *const T1 = "01890a5d-ac96-774b-bcce-b302099a8001";
 static const char *const T2 = "01890a5d-ac96-774b-bcce-b302099a8002";
 static const char *const FLEET = "01890a5d-ac96-774b-bcce-b302099a8050";
 
-static void ev(cstl_scheduler *s, const char *context, const char *type, const char *tenant,
-               json_t *data)
+static void
+ev(cstl_scheduler *s, const char *context, const char *type, const char *tenant, json_t *data)
 {
     cstl_scheduler_apply(s, context, type, tenant, data);
     json_decref(data);
@@ -36,16 +36,16 @@ static void worker(cstl_scheduler *s, const char *id, int n, int64_t at)
         char uuid[64];
         snprintf(uuid, sizeof(uuid), "%s-g%d", id, i);
         json_array_append_new(gpus, json_pack("{s:s,s:s,s:I,s:s}", "uuid", uuid, "model", "H100",
-                                              "memory_mib", (json_int_t)81920,
-                                              "compute_capability", "9.0"));
+                                              "memory_mib", (json_int_t)81920, "compute_capability",
+                                              "9.0"));
     }
     ev(s, "fleet", "WorkerRegistered", FLEET,
-       json_pack("{s:s,s:s,s:o,s:{},s:I}", "worker_id", id, "hostname", id, "gpus", gpus,
-                 "labels", "at", (json_int_t)at));
+       json_pack("{s:s,s:s,s:o,s:{},s:I}", "worker_id", id, "hostname", id, "gpus", gpus, "labels",
+                 "at", (json_int_t)at));
 }
 
-static void job(cstl_scheduler *s, const char *id, const char *tenant, int gpus, int priority,
-                int64_t at)
+static void
+job(cstl_scheduler *s, const char *id, const char *tenant, int gpus, int priority, int64_t at)
 {
     ev(s, "jobs", "JobSubmitted", tenant,
        json_pack("{s:s,s:s,s:i,s:I,s:n,s:i,s:I,s:I}", "job_id", id, "tenant_id", tenant,
@@ -72,8 +72,7 @@ static void accept_placement(cstl_scheduler *s, const cstl_sched_plan *p, const 
 static const cstl_sched_command *find(const cstl_sched_plan *p, const char *type, const char *agg)
 {
     for (size_t i = 0; i < p->ncommands; i++)
-        if (strcmp(p->commands[i].type, type) == 0 &&
-            strcmp(p->commands[i].aggregate_id, agg) == 0)
+        if (strcmp(p->commands[i].type, type) == 0 && strcmp(p->commands[i].aggregate_id, agg) == 0)
             return &p->commands[i];
     return NULL;
 }
@@ -133,9 +132,9 @@ static void test_placement_and_in_flight(void **state)
     assert_int_equal(p.nqueue, 0);
     /* it finishes: its GPUs are released */
     ev(s, "jobs", "RunFinished", T1,
-       json_pack("{s:s,s:s,s:s,s:s,s:i,s:n,s:I,s:I}", "job_id", "j1", "run_id", run_id,
-                 "worker_id", "w1", "outcome", "SUCCEEDED", "exit_code", 0, "failure_reason",
-                 "finished_at", (json_int_t)(12 * S), "gpu_seconds", (json_int_t)12));
+       json_pack("{s:s,s:s,s:s,s:s,s:i,s:n,s:I,s:I}", "job_id", "j1", "run_id", run_id, "worker_id",
+                 "w1", "outcome", "SUCCEEDED", "exit_code", 0, "failure_reason", "finished_at",
+                 (json_int_t)(12 * S), "gpu_seconds", (json_int_t)12));
     ev(s, "jobs", "JobSucceeded", T1, json_pack("{s:s}", "job_id", "j1"));
     assert_int_equal(cstl_scheduler_plan(s, 13 * S, &p), 0);
     const cstl_sched_command *rel = find(&p, "ReleaseGpus", "w1");
@@ -183,8 +182,8 @@ static void test_lost_worker_requeues(void **state)
     assert_null(find(&p, "MarkWorkerLost", on)); /* lost once */
     ev(s, "jobs", "JobRequeued", T1,
        json_pack("{s:s,s:s,s:s,s:i,s:I}", "job_id", "j1", "run_id",
-                 json_string_value(json_object_get(rq->payload, "run_id")), "reason",
-                 "WORKER_LOST", "retries_left", 2, "at", (json_int_t)(22 * S)));
+                 json_string_value(json_object_get(rq->payload, "run_id")), "reason", "WORKER_LOST",
+                 "retries_left", 2, "at", (json_int_t)(22 * S)));
     /* placed again, on the worker that is alive, with a new run id */
     cstl_scheduler_plan(s, 23 * S, &p);
     a = find(&p, "AssignJob", "j1");
@@ -202,8 +201,8 @@ static void test_timeout_and_stale_reservation(void **state)
     job(s, "j1", T1, 1, 0, 2 * S);
     cstl_sched_plan p = {0};
     cstl_scheduler_plan(s, 3 * S, &p);
-    const char *run = json_string_value(json_object_get(find(&p, "AssignJob", "j1")->payload,
-                                                        "run_id"));
+    const char *run =
+        json_string_value(json_object_get(find(&p, "AssignJob", "j1")->payload, "run_id"));
     char run_id[64];
     snprintf(run_id, sizeof(run_id), "%s", run);
     accept_placement(s, &p, "j1");
@@ -226,8 +225,8 @@ static void test_timeout_and_stale_reservation(void **state)
     worker(s, "w1", 2, 1 * S);
     job(s, "j2", T1, 2, 0, 2 * S);
     ev(s, "fleet", "GpusReserved", FLEET,
-       json_pack("{s:s,s:s,s:[s,s],s:I}", "worker_id", "w1", "job_id", "j2", "gpu_uuids",
-                 "w1-g0", "w1-g1", "at", (json_int_t)(3 * S)));
+       json_pack("{s:s,s:s,s:[s,s],s:I}", "worker_id", "w1", "job_id", "j2", "gpu_uuids", "w1-g0",
+                 "w1-g1", "at", (json_int_t)(3 * S)));
     cstl_scheduler_plan(s, 4 * S, &p);
     assert_non_null(find(&p, "ReleaseGpus", "w1"));
     assert_null(find(&p, "AssignJob", "j2")); /* the GPUs are held until released */

@@ -1,0 +1,289 @@
+/*
+ * scheduler_run.c - the scheduler process manager's loop (see scheduler.h): the jobs and fleet
+ * events and the heartbeats in, the plan's commands out.
+ *
+ * Exactly once in effect: the state is rebuilt from the whole log at every start and every command
+ * id is derived from what it decides, so a command sent again (a restart before its event was read
+ * back, a plan repeated before the event arrived) is a duplicate the handlers answer without new
+ * events. "A GPU is held by at most one job" is the Worker aggregate's rule: if two schedulers ever
+ * overlap, the second ReserveGpus of a GPU is refused and that placement is dropped.
+ *
+ * Thread: run() on one thread; stop(), ready() and queue() from any.
+ */
+#include "commands/event_reader.h"
+#include "commands/scheduler.h"
+#include "commands/strmap.h"
+#include "platform/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HEARTBEATS_TOPIC "constellation.fleet.heartbeats"
+#define RESEND_US (5 * 1000000LL)
+
+struct cstl_scheduler_runner {
+    cstl_scheduler *state;
+    cstl_event_reader *reader;
+    cstl_cmd_client *client;
+    int tick_ms;
+    int timeout_ms;
+    atomic_bool stop;
+    atomic_bool ready;
+    cstl_strmap *sent; /* command id -> int64_t* time sent (wall us), for RESEND_US */
+    pthread_mutex_t queue_lock;
+    json_t *queue;
+    cstl_metric_family *commands;
+    cstl_metric *queued;
+};
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void on_event(void *ud,
+                     const char *context,
+                     const char *type,
+                     const json_t *data,
+                     const cstl_event_headers *headers)
+{
+    cstl_scheduler_runner *r = ud;
+    if (strcmp(context, HEARTBEATS_TOPIC) == 0) {
+        cstl_scheduler_heartbeat(r->state, json_string_value(json_object_get(data, "worker_id")),
+                                 json_integer_value(json_object_get(data, "at")));
+        return;
+    }
+    cstl_scheduler_apply(r->state, context, type, headers->tenant, data);
+}
+
+cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_options *opts,
+                                                 cstl_error *err)
+{
+    static const char *const topics[] = {"fleet", "jobs", HEARTBEATS_TOPIC};
+    if (opts == NULL || opts->brokers == NULL || opts->client == NULL) {
+        cstl_error_set(err, CSTL_EINVAL, "the scheduler needs the brokers and a command client");
+        return NULL;
+    }
+    char client_id[256];
+    snprintf(client_id, sizeof(client_id), "constellation-scheduler-%s",
+             opts->instance_id ? opts->instance_id : "");
+    int timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
+    cstl_event_reader *reader =
+        cstl_event_reader_new(opts->brokers, client_id, topics, 3, timeout_ms, err);
+    if (reader == NULL)
+        return NULL;
+    cstl_scheduler_runner *r = cstl_xcalloc(1, sizeof(*r));
+    r->state = cstl_scheduler_new(&opts->policy);
+    r->reader = reader;
+    r->client = opts->client;
+    r->tick_ms = opts->tick_ms > 0 ? opts->tick_ms : 500;
+    r->timeout_ms = timeout_ms;
+    r->sent = cstl_strmap_new(free);
+    pthread_mutex_init(&r->queue_lock, NULL);
+    r->queue = json_array();
+    if (opts->metrics != NULL) {
+        static const char *const labels[] = {"command", "outcome", NULL};
+        r->commands = cstl_metrics_counter(opts->metrics, "scheduler_commands_total",
+                                           "commands sent by the scheduler, by outcome", labels,
+                                           NULL);
+        cstl_metric_family *q = cstl_metrics_gauge(opts->metrics, "scheduler_queued_jobs",
+                                                   "queued jobs at the last plan", NULL, NULL);
+        r->queued = q != NULL ? cstl_metrics_child(q, NULL) : NULL;
+    }
+    return r;
+}
+
+static void count(cstl_scheduler_runner *r, const char *command, const char *outcome)
+{
+    if (r->commands == NULL)
+        return;
+    const char *values[] = {command, outcome, NULL};
+    cstl_metrics_counter_inc(cstl_metrics_child(r->commands, values));
+}
+
+/* Forgets sent commands older than RESEND_US. */
+static void trim_sent(cstl_scheduler_runner *r, int64_t now)
+{
+    void *v;
+    const char *k;
+    while ((k = cstl_strmap_oldest(r->sent, &v)) != NULL && now - *(int64_t *)v > RESEND_US)
+        cstl_strmap_remove(r->sent, k);
+}
+
+/* Sends one command; with want_reply waits for its outcome. Returns 0 when it was accepted (or a
+ * duplicate of an accepted one), 1 when it was refused, a negative code when it could not be sent
+ * or no reply came. */
+static int send_command(cstl_scheduler_runner *r, const cstl_sched_command *c, bool want_reply)
+{
+    cstl_cmd_request req = {.context = c->context,
+                            .command_type = c->type,
+                            .command_id = c->command_id,
+                            .tenant_id = c->tenant_id,
+                            .aggregate_id = c->aggregate_id,
+                            .expected_version = -1,
+                            .issued_by = "scheduler",
+                            .payload = c->payload,
+                            .want_reply = want_reply};
+    cstl_cmd_reply reply;
+    cstl_error err;
+    int rc = cstl_cmd_client_send(r->client, &req, r->timeout_ms, want_reply ? &reply : NULL, &err);
+    int64_t *at = cstl_xmalloc(sizeof(*at));
+    *at = wall_us();
+    cstl_strmap_remove(r->sent, c->command_id);
+    cstl_strmap_put(r->sent, c->command_id, at);
+    if (rc != 0) {
+        count(r, c->type, "error");
+        cstl_log_error("scheduler", &err, "cannot send %s for %s", c->type, c->aggregate_id);
+        return rc;
+    }
+    if (!want_reply) {
+        count(r, c->type, "sent");
+        return 0;
+    }
+    count(r, c->type, cstl_cmd_outcome_name(reply.outcome));
+    if (reply.outcome == CSTL_CMD_ACCEPTED ||
+        (reply.outcome == CSTL_CMD_DUPLICATE && reply.error_code[0] == '\0'))
+        return 0;
+    cstl_log_fields(CSTL_LOG_INFO, "scheduler",
+                    json_pack("{s:s,s:s,s:s,s:s}", "command", c->type, "aggregate_id",
+                              c->aggregate_id, "error_code", reply.error_code, "error",
+                              reply.error_message),
+                    "command refused");
+    return 1;
+}
+
+/* ReserveGpus, then AssignJob; an AssignJob refused gives the GPUs back. */
+static void place(cstl_scheduler_runner *r, const cstl_sched_command *reserve,
+                  const cstl_sched_command *assign)
+{
+    const char *job_id = assign->aggregate_id;
+    if (send_command(r, reserve, true) != 0) {
+        cstl_scheduler_placement_failed(r->state, job_id);
+        return;
+    }
+    int rc = send_command(r, assign, true);
+    if (rc == 0) {
+        cstl_log_fields(CSTL_LOG_INFO, "scheduler",
+                        json_pack("{s:s,s:O}", "job_id", job_id, "placement", assign->payload),
+                        "job assigned");
+        return;
+    }
+    cstl_scheduler_placement_failed(r->state, job_id);
+    if (rc < 0)
+        return; /* unknown outcome: a later plan releases the GPUs if the job did not get them */
+    cstl_sched_command release = *reserve;
+    release.type = "ReleaseGpus";
+    char key[128];
+    snprintf(key, sizeof(key), "unassigned:%s", reserve->command_id);
+    cstl_cmd_id_from_key(reserve->tenant_id, key, release.command_id);
+    send_command(r, &release, false);
+}
+
+static void publish_queue(cstl_scheduler_runner *r, const cstl_sched_plan *p)
+{
+    json_t *q = json_array();
+    for (size_t i = 0; i < p->nqueue; i++) {
+        const cstl_sched_pending *e = &p->queue[i];
+        json_array_append_new(
+            q, json_pack("{s:s,s:s,s:I,s:I,s:s,s:s}", "job_id", e->job_id, "tenant_id",
+                         e->tenant_id, "position", (json_int_t)e->position, "tenant_position",
+                         (json_int_t)e->tenant_position, "reason",
+                         cstl_place_reason_name(e->reason), "message", e->message));
+    }
+    pthread_mutex_lock(&r->queue_lock);
+    json_decref(r->queue);
+    r->queue = q;
+    pthread_mutex_unlock(&r->queue_lock);
+    if (r->queued != NULL)
+        cstl_metrics_gauge_set(r->queued, (double)p->nqueue);
+}
+
+static void plan_and_send(cstl_scheduler_runner *r)
+{
+    cstl_sched_plan p = {0};
+    int64_t now = wall_us();
+    cstl_scheduler_plan(r->state, now, &p);
+    publish_queue(r, &p);
+    trim_sent(r, now);
+    for (size_t i = 0; i < p.ncommands && !atomic_load(&r->stop); i++) {
+        const cstl_sched_command *c = &p.commands[i];
+        if (strcmp(c->type, "ReserveGpus") == 0 && i + 1 < p.ncommands &&
+            strcmp(p.commands[i + 1].type, "AssignJob") == 0) {
+            place(r, c, &p.commands[i + 1]);
+            i++;
+            continue;
+        }
+        if (cstl_strmap_has(r->sent, c->command_id))
+            continue; /* sent a moment ago; its event is on its way */
+        send_command(r, c, false);
+    }
+    cstl_sched_plan_clear(&p);
+}
+
+int cstl_scheduler_runner_run(cstl_scheduler_runner *r, cstl_error *err)
+{
+    struct timespec last;
+    clock_gettime(CLOCK_MONOTONIC, &last);
+    while (!atomic_load(&r->stop)) {
+        int n = cstl_event_reader_poll(r->reader, 50, on_event, r);
+        if (n < 0)
+            return cstl_error_set(err, n, "the scheduler cannot read the events");
+        if (!atomic_load(&r->ready)) {
+            if (!cstl_event_reader_caught_up(r->reader))
+                continue;
+            cstl_log(CSTL_LOG_INFO, "scheduler", "caught up with the log");
+            atomic_store(&r->ready, true);
+            n = 1;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (long long)(now.tv_sec - last.tv_sec) * 1000 +
+                       (now.tv_nsec - last.tv_nsec) / 1000000;
+        if (n == 0 && ms < r->tick_ms)
+            continue;
+        plan_and_send(r);
+        last = now;
+    }
+    return 0;
+}
+
+int cstl_scheduler_runner_set_weight(cstl_scheduler_runner *r, const char *tenant_id, double weight)
+{
+    return cstl_scheduler_set_weight(r->state, tenant_id, weight);
+}
+
+void cstl_scheduler_runner_stop(cstl_scheduler_runner *r)
+{
+    atomic_store(&r->stop, true);
+}
+
+bool cstl_scheduler_runner_ready(const cstl_scheduler_runner *r)
+{
+    return atomic_load(&r->ready);
+}
+
+json_t *cstl_scheduler_runner_queue(cstl_scheduler_runner *r)
+{
+    pthread_mutex_lock(&r->queue_lock);
+    json_t *q = json_incref(r->queue);
+    pthread_mutex_unlock(&r->queue_lock);
+    return q;
+}
+
+void cstl_scheduler_runner_free(cstl_scheduler_runner *r)
+{
+    if (r == NULL)
+        return;
+    cstl_event_reader_free(r->reader);
+    cstl_scheduler_free(r->state);
+    cstl_strmap_free(r->sent);
+    json_decref(r->queue);
+    pthread_mutex_destroy(&r->queue_lock);
+    free(r);
+}
