@@ -39,6 +39,10 @@ run_st() { # name base-url key [filters...]
         --request-timeout 10 --generation-deterministic --no-color --warnings off \
         -H "Authorization: Bearer $key" "$@" >"$work/$name.out" 2>&1 || {
         tail -60 "$work/$name.out" >&2
+        for log in "$work/q.log" "$work/c.log"; do
+            [ -f "$log" ] && { echo "--- end of $log" >&2; grep -v '"component":"kafka"' "$log" | tail -15 >&2; }
+        done
+        [ -n "$QPID" ] && ! kill -0 "$QPID" 2>/dev/null && { wait "$QPID"; echo "queries exited with $?" >&2; }
         fail "schemathesis found problems in the $name service (or ran out of time)"
     }
     tail -8 "$work/$name.out"
