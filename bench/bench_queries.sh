@@ -133,7 +133,7 @@ pids=()
 # --- pgbench, the same SQL ----------------------------------------------------------------------
 printf '\\set n random(1, %d)\nSELECT query.job_get('"'"'%s'"'"', '"'"'bench-'"'"' || lpad(:n::text, 7, '"'"'0'"'"'));\n' \
     "$jobs" "$tenant" >"$work/point.sql"
-printf 'SELECT query.jobs_list('"'"'%s'"'"', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 50);\n' \
+printf 'SELECT items, next_us, next_id FROM query.jobs_page('"'"'%s'"'"', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 50);\n' \
     "$tenant" >"$work/list.sql"
 pgb() { # name script -> "tps p99_ms", after a warm-up of a few seconds
     (cd "$work" && pgbench -n -M prepared -c "$conns" -j 2 -T 3 -f "$2" "$query_dsn" >/dev/null 2>&1) || true
