@@ -4,14 +4,18 @@
 #   FastAPI + asyncpg (uvicorn)  the same two endpoints over the same SQL (bench/anchors/)
 #   pgbench                      the same SQL straight to PostgreSQL (the database's own limit)
 # Prints req/s and p99 for each and the ratios; targets: point lookup >= 5x FastAPI and >= 60 %
-# of pgbench. Needs the local stack up and its environment (bench/run.sh does both). Reports, never
-# fails on a slow machine.
+# of pgbench. The three run in interleaved rounds (CSTL_BENCH_ROUNDS of CSTL_BENCH_SECONDS each,
+# after one warm-up), and each figure is the median of its rounds: on a shared machine the load of
+# other work drifts over minutes, and interleaving makes the drift hit all three alike. Needs the
+# local stack up and its environment (bench/run.sh does both). Reports, never fails on a slow
+# machine.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 bin="$build/constellation"
 jobs=${CSTL_BENCH_JOBS:-1000000}
-dur=${CSTL_BENCH_SECONDS:-10}
+dur=${CSTL_BENCH_SECONDS:-5}
+rounds=${CSTL_BENCH_ROUNDS:-3}
 conns=${CSTL_BENCH_CONNECTIONS:-32}
 threads=${CSTL_BENCH_HTTP_THREADS:-8}
 pyworkers=${CSTL_BENCH_PY_WORKERS:-2}
@@ -85,9 +89,8 @@ cat >"$work/list.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $key"
 LUA
 
-# wrk_run name url script -> "req/s p99_ms non-2xx", after a warm-up of a few seconds
+# wrk_run name url script -> "req/s p99_ms non-2xx"
 wrk_run() {
-    wrk -t2 -c"$conns" -d3s -s "$3" "$2" >/dev/null 2>&1 || true
     wrk -t2 -c"$conns" -d"${dur}s" --latency -s "$3" "$2" >"$work/$1.wrk" 2>&1 || true
     awk '/Requests\/sec/ {rps = $2}
          $1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
@@ -103,7 +106,7 @@ wait_http() { # url
     return 1
 }
 
-# --- constellation queries ----------------------------------------------------------------------
+# --- the two servers, started side by side (an idle server costs nothing) -----------------------
 qport=$((20000 + RANDOM % 20000))
 addr=127.0.0.1:$qport
 CONSTELLATION_QUERY_PG_DSN=$query_dsn CONSTELLATION_QUERIES_ADDR=$addr \
@@ -111,12 +114,6 @@ CONSTELLATION_QUERY_PG_DSN=$query_dsn CONSTELLATION_QUERIES_ADDR=$addr \
 pids+=($!)
 wait_http "http://$addr/v1/jobs/bench-0000001" ||
     { echo "bench_queries: the query service did not start" >&2; tail -5 "$work/q.log" >&2; exit 1; }
-read -r c_point c_point_p99 c_point_bad <<<"$(wrk_run c_point "http://$addr" "$work/point.lua")"
-read -r c_list c_list_p99 c_list_bad <<<"$(wrk_run c_list "http://$addr/v1/jobs?limit=50" "$work/list.lua")"
-kill -TERM "${pids[0]}" && wait "${pids[0]}" 2>/dev/null || true
-pids=()
-
-# --- FastAPI + asyncpg under uvicorn ------------------------------------------------------------
 pyport=$((qport + 1))
 pydsn="postgresql://constellation_query@127.0.0.1:$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$admin_dsn")/$db"
 BENCH_DSN=$pydsn BENCH_TENANT=$tenant BENCH_TOKEN=$key \
@@ -125,28 +122,52 @@ BENCH_DSN=$pydsn BENCH_TENANT=$tenant BENCH_TOKEN=$key \
 pids+=($!)
 wait_http "http://127.0.0.1:$pyport/v1/jobs/bench-0000001" ||
     { echo "bench_queries: the FastAPI anchor did not start" >&2; tail -5 "$work/py.log" >&2; exit 1; }
-read -r f_point f_point_p99 f_point_bad <<<"$(wrk_run f_point "http://127.0.0.1:$pyport" "$work/point.lua")"
-read -r f_list f_list_p99 f_list_bad <<<"$(wrk_run f_list "http://127.0.0.1:$pyport/v1/jobs?limit=50" "$work/list.lua")"
-kill -TERM "${pids[0]}" && wait "${pids[0]}" 2>/dev/null || true
-pids=()
 
 # --- pgbench, the same SQL ----------------------------------------------------------------------
 printf '\\set n random(1, %d)\nSELECT query.job_get('"'"'%s'"'"', '"'"'bench-'"'"' || lpad(:n::text, 7, '"'"'0'"'"'));\n' \
     "$jobs" "$tenant" >"$work/point.sql"
-printf 'SELECT query.jobs_list('"'"'%s'"'"', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 50);\n' \
+printf 'SELECT items, next_us, next_id FROM query.jobs_page('"'"'%s'"'"', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 50);\n' \
     "$tenant" >"$work/list.sql"
-pgb() { # name script -> "tps p99_ms", after a warm-up of a few seconds
-    (cd "$work" && pgbench -n -M prepared -c "$conns" -j 2 -T 3 -f "$2" "$query_dsn" >/dev/null 2>&1) || true
+pgb() { # name script -> "tps p99_ms"
     (cd "$work" && pgbench -n -M prepared -c "$conns" -j 2 -T "$dur" -f "$2" --log \
         --log-prefix="$1" "$query_dsn" >"$work/$1.pgb" 2>&1) || true
     local tps p99
     tps=$(awk '/^tps/ {printf "%.0f", $3}' "$work/$1.pgb")
-    p99=$(cat "$work/$1".* 2>/dev/null | awk '{print $3}' | sort -n |
+    p99=$(cat "$work/$1".[0-9]* 2>/dev/null | awk '{print $3}' | sort -n |
         awk '{a[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", a[i] / 1000}')
     echo "$tps $p99"
 }
-read -r p_point p_point_p99 <<<"$(pgb p_point point.sql)"
-read -r p_list p_list_p99 <<<"$(pgb p_list list.sql)"
+
+# --- interleaved rounds -------------------------------------------------------------------------
+# measure round endpoint: one run of each contender on one endpoint, appended to $work/<who>_<ep>
+measure() {
+    local r=$1 ep=$2 path="/v1/jobs?limit=50"
+    [ "$ep" = point ] && path=""
+    wrk_run "c_${ep}_$r" "http://$addr$path" "$work/$ep.lua" >>"$work/c_$ep"
+    wrk_run "f_${ep}_$r" "http://127.0.0.1:$pyport$path" "$work/$ep.lua" >>"$work/f_$ep"
+    pgb "p_${ep}_$r" "$ep.sql" >>"$work/p_$ep"
+}
+saved_dur=$dur
+dur=3 # warm-up: caches, connections, plans
+for ep in point list; do measure 0 "$ep"; done
+rm -f "$work"/[cfp]_point "$work"/[cfp]_list
+dur=$saved_dur
+for r in $(seq 1 "$rounds"); do
+    for ep in point list; do measure "$r" "$ep"; done
+done
+# median file column -> the median of that column over the rounds; bad answers are summed
+median() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+summed() { awk -v c="$2" '{s += $c} END {print s + 0}' "$1"; }
+c_point=$(median "$work/c_point" 1) c_point_p99=$(median "$work/c_point" 2)
+f_point=$(median "$work/f_point" 1) f_point_p99=$(median "$work/f_point" 2)
+p_point=$(median "$work/p_point" 1) p_point_p99=$(median "$work/p_point" 2)
+c_list=$(median "$work/c_list" 1) c_list_p99=$(median "$work/c_list" 2)
+f_list=$(median "$work/f_list" 1) f_list_p99=$(median "$work/f_list" 2)
+p_list=$(median "$work/p_list" 1) p_list_p99=$(median "$work/p_list" 2)
+c_point_bad=$(summed "$work/c_point" 3)
+c_list_bad=$(summed "$work/c_list" 3)
+f_point_bad=$(summed "$work/f_point" 3)
+f_list_bad=$(summed "$work/f_list" 3)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 printf '\n%-34s %12s %10s\n' "GET /v1/jobs/{id} ($jobs jobs)" "req/s" "p99 ms"
@@ -163,4 +184,11 @@ printf 'list of 50:   %sx FastAPI, %s of pgbench\n' "$(ratio "$c_list" "$f_list"
     "$(ratio "$c_list" "$p_list")"
 printf 'non-2xx answers: queries %s/%s, fastapi %s/%s (must be 0)\n' "$c_point_bad" "$c_list_bad" \
     "$f_point_bad" "$f_list_bad"
-echo "($conns connections, ${dur}s each, $(nproc) CPUs shared by the load generator, the server and PostgreSQL)"
+echo "($conns connections; medians of $rounds interleaved rounds of ${dur}s; $(nproc) CPUs shared by the load generator, the server and PostgreSQL)"
+for who in c f p; do # every round, for the record
+    printf '%s rounds, req/s/p99:' "$who"
+    for ep in point list; do
+        printf ' %s %s' "$ep" "$(awk '{printf "%s%s/%s", (NR > 1 ? "," : ""), $1, $2}' "$work/${who}_$ep")"
+    done
+    echo
+done

@@ -100,6 +100,29 @@ static int call_raw(cstl_query_api *api,
     return rc;
 }
 
+int query_call_result(cstl_query_api *api,
+                      cstl_http_request *req,
+                      const char *name,
+                      const char *sql,
+                      int nparams,
+                      const char *const *params,
+                      PGresult **res)
+{
+    cstl_error err;
+    *res = NULL;
+    int rc = call_raw(api, name, sql, nparams, params, res, &err);
+    if (rc != 0 && strncmp(err.origin_sqlstate, "22", 2) == 0) {
+        /* a data exception: a parameter value PostgreSQL refuses (a date out of its range) */
+        cstl_http_respond_problem(req, 400, "invalid-parameter", "invalid query parameter",
+                                  "a query parameter value is out of range", NULL);
+        return CSTL_EINVAL;
+    }
+    if (rc != 0)
+        return pg_failed(req, name, &err);
+    cstl_http_request_defer(req, clear_result, *res);
+    return 0;
+}
+
 int query_call(cstl_query_api *api,
                cstl_http_request *req,
                const char *name,
@@ -109,17 +132,9 @@ int query_call(cstl_query_api *api,
                const char **text)
 {
     PGresult *res = NULL;
-    cstl_error err;
-    int rc = call_raw(api, name, sql, nparams, params, &res, &err);
-    if (rc != 0 && strncmp(err.origin_sqlstate, "22", 2) == 0) {
-        /* a data exception: a parameter value PostgreSQL refuses (a date out of its range) */
-        cstl_http_respond_problem(req, 400, "invalid-parameter", "invalid query parameter",
-                                  "a query parameter value is out of range", NULL);
-        return CSTL_EINVAL;
-    }
+    int rc = query_call_result(api, req, name, sql, nparams, params, &res);
     if (rc != 0)
-        return pg_failed(req, name, &err);
-    cstl_http_request_defer(req, clear_result, res);
+        return rc;
     *text = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : NULL;
     return 0;
 }

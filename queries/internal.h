@@ -51,6 +51,19 @@ int query_call(cstl_query_api *api,
                const char *const *params,
                const char **text);
 
+/*
+ * As query_call, for a function with several result columns: stores in *res the result (borrowed,
+ * released with the request), whose first row holds them. On failure answers req and returns a
+ * negative code.
+ */
+int query_call_result(cstl_query_api *api,
+                      cstl_http_request *req,
+                      const char *name,
+                      const char *sql,
+                      int nparams,
+                      const char *const *params,
+                      PGresult **res);
+
 /* Answers 400 invalid-parameter naming the parameter and its value. Returns CSTL_EINVAL. */
 int query_bad_param(cstl_http_request *req, const char *name, const char *value, const char *why);
 

@@ -252,37 +252,33 @@ static int handle_list(cstl_http_request *req, void *ud)
                             lp.has_cursor ? lp.cursor.job_id : NULL,
                             limit};
     static const char sql[] =
-        "SELECT query.jobs_list($1, $2::text[], $3::jsonb, $4::int, $5::int, $6::int, "
-        "$7::timestamptz, $8::timestamptz, $9, $10::boolean, $11::timestamptz, $12, $13::int)";
-    const char *text = NULL;
-    if (query_call(api, req, "query_jobs_list", sql, 13, params, &text) != 0)
+        "SELECT items, next_us, next_id FROM query.jobs_page($1, $2::text[], $3::jsonb, $4::int, "
+        "$5::int, $6::int, $7::timestamptz, $8::timestamptz, $9, $10::boolean, $11::timestamptz, "
+        "$12, $13::int)";
+    PGresult *res = NULL;
+    if (query_call_result(api, req, "query_jobs_page", sql, 13, params, &res) != 0)
         return 0;
-    json_t *rows = json_loads(text != NULL ? text : "[]", 0, NULL);
-    if (!json_is_array(rows)) {
-        json_decref(rows);
+    if (PQntuples(res) != 1 || PQnfields(res) != 3 || PQgetisnull(res, 0, 0))
         return -1;
-    }
-    json_t *items = json_array();
-    size_t n = json_array_size(rows);
-    size_t shown = n > (size_t)lp.limit ? (size_t)lp.limit : n;
-    for (size_t i = 0; i < shown; i++)
-        json_array_append(items, json_object_get(json_array_get(rows, i), "job"));
-    json_t *next = json_null();
-    if (n > shown && shown > 0) {
-        json_t *last = json_array_get(rows, shown - 1);
+    /* The page is passed through as PostgreSQL wrote it; only the cursor is made here. */
+    char next[512] = "null";
+    if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
         cstl_query_cursor c = {.ascending = lp.ascending, .filters = lp.filters};
-        c.at_us = (long long)json_integer_value(json_object_get(last, "cursor_us"));
-        snprintf(c.job_id, sizeof(c.job_id), "%s",
-                 json_string_value(json_object_get(json_object_get(last, "job"), "id")));
-        char enc[512];
+        c.at_us = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        snprintf(c.job_id, sizeof(c.job_id), "%s", PQgetvalue(res, 0, 2));
+        char enc[400];
         cstl_query_cursor_encode(&c, enc, sizeof(enc));
-        next = json_string(enc);
+        snprintf(next, sizeof(next), "\"%s\"", enc); /* base64url: nothing to escape */
     }
-    json_decref(rows);
+    const char *items = PQgetvalue(res, 0, 0);
+    size_t cap = strlen(items) + strlen(next) + 64;
+    char *body = cstl_xmalloc(cap);
+    int len = snprintf(body, cap, "{\"items\":%s,\"next_cursor\":%s,\"limit\":%ld}", items, next,
+                       lp.limit);
     cstl_http_set_header(req, "Cache-Control", "private, no-cache");
-    return cstl_http_respond_json(req, 200,
-                                  json_pack("{s:o,s:o,s:I}", "items", items, "next_cursor", next,
-                                            "limit", (json_int_t)lp.limit));
+    int rc = cstl_http_respond(req, 200, "application/json", body, (size_t)len);
+    free(body);
+    return rc;
 }
 
 static int handle_one(cstl_http_request *req, void *ud, const char *name, const char *sql)

@@ -148,7 +148,17 @@ expect 404 "/v1/jobs/no-such-job"
 [ "$(get "/v1/jobs/$TENANT_A-0002" -H "Authorization: Bearer $KEY_B")" = 404 ] || fail "b reads a's job"
 [ "$(get "/v1/jobs?limit=200" -H "Authorization: Bearer $KEY_B")" = 200 ] || fail "b lists"
 jq -e '[.items[].id] == ["'"$JOB_B"'"]' "$work/body" >/dev/null || fail "b sees only its job"
+[ "$(get "/v1/jobs?limit=1" -H "Authorization: Bearer $KEY_B")" = 200 ] || fail "b lists one"
+jq -e '(.items | length) == 1 and .next_cursor == null and .limit == 1' "$work/body" >/dev/null ||
+    fail "a page holding the last job has no next cursor"
 echo "jobs, history, tenant isolation: ok"
+
+# regression: query.ts (IMMUTABLE over the STABLE to_char) and query.bind_tenant (void over text)
+# were not inlined, so every read parsed and ran them as separate SQL functions
+plan=$(psql "$CONSTELLATION_QUERY_PG_DSN" -qAt -c \
+    "EXPLAIN VERBOSE SELECT query.ts(now()), query.bind_tenant('$TENANT_A')")
+case $plan in *query.ts* | *query.bind_tenant*) fail "query functions not inlined: $plan" ;; esac
+echo "query functions inlined: ok"
 
 # queue, workers, gpus
 expect 200 "/v1/queue"
