@@ -44,8 +44,8 @@
 #define REPLIES_TOPIC              "constellation.replies"
 #define MAX_TOPICS                 16
 
-#define READER_POLL_MS             50 /* longest sleep of the reader and delivery threads */
-#define NOT_IN_HEAP                SIZE_MAX
+#define READER_POLL_MS 50 /* longest sleep of the reader and delivery threads */
+#define NOT_IN_HEAP    SIZE_MAX
 
 /* One command sent with a reply or a delivery report still to come. Guarded by lock once
  * registered; owned by whoever takes it out of the waiters and the heap to finish it. */
@@ -252,8 +252,9 @@ static void finish(pending *p, int rc, const cstl_cmd_reply *reply, const cstl_e
 static void finish_timeout(pending *p)
 {
     cstl_error err;
-    cstl_error_set(&err, CSTL_ETIMEDOUT, "no reply to command \"%s\" within %d ms (it was appended)",
-                   p->command_id, p->wait_ms);
+    cstl_error_set(&err, CSTL_ETIMEDOUT,
+                   "no reply to command \"%s\" within %d ms (it was appended)", p->command_id,
+                   p->wait_ms);
     finish(p, CSTL_ETIMEDOUT, NULL, &err);
 }
 

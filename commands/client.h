@@ -80,7 +80,10 @@ void cstl_cmd_client_free(cstl_cmd_client *c);
  * was sending another command at the time, possibly before send_async returned; never with a
  * client lock held. It must not block: every other outcome of the client waits behind it.
  */
-typedef void (*cstl_cmd_done_fn)(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err);
+typedef void (*cstl_cmd_done_fn)(void *ud,
+                                 int rc,
+                                 const cstl_cmd_reply *reply,
+                                 const cstl_error *err);
 
 /*
  * Validates req and queues it for sending without waiting: done(ud, ...) then reports the outcome,

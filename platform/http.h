@@ -9,9 +9,9 @@
  * A handler runs on one of the server's threads once the whole request (body included) has been
  * received. It answers with exactly one cstl_http_respond* call, or defers the answer
  * (cstl_http_defer) to give it later from another thread without holding a server thread
- * meanwhile; everything it gets from the request is borrowed until the request completes. Each request owns a memory pool released in one
- * place when the response has been sent (or the connection has failed); cstl_http_request_defer
- * attaches cleanups (json_t, PGresult, ...) to it.
+ * meanwhile; everything it gets from the request is borrowed until the request completes. Each
+ * request owns a memory pool released in one place when the response has been sent (or the
+ * connection has failed); cstl_http_request_defer attaches cleanups (json_t, PGresult, ...) to it.
  *
  * Errors are answered as RFC 9457 problem+json. Error codes are mapped to statuses in one table,
  * cstl_http_status_for_error (see docs/http.md). The library never logs: give it an access-log
@@ -282,11 +282,11 @@ typedef struct cstl_http_deferred cstl_http_deferred;
  * without holding a server thread, and the answer is given later, from any thread, through the
  * returned handle. From this call on the handler must not use req (another thread may be answering
  * it already); what the answer needs must be copied out first. The handle is owned by the caller,
- * who must give it back with exactly one cstl_http_deferred_complete or cstl_http_deferred_respond_*
- * call (whether or not the request is still there by then). Returns NULL, and changes nothing,
- * when req was already answered, deferred or streamed. When the server is stopping and has already
- * answered the deferred requests it had, req is answered 503 at once (the handle is still returned
- * and its completion refused).
+ * who must give it back with exactly one cstl_http_deferred_complete or
+ * cstl_http_deferred_respond_* call (whether or not the request is still there by then). Returns
+ * NULL, and changes nothing, when req was already answered, deferred or streamed. When the server
+ * is stopping and has already answered the deferred requests it had, req is answered 503 at once
+ * (the handle is still returned and its completion refused).
  *
  * The wait is the owner's to bound: a deferred request does not time out on its own (libmicrohttpd
  * suspends the connection's timeout), and a client that goes away is noticed only once the answer
@@ -320,7 +320,8 @@ int cstl_http_deferred_respond_problem(cstl_http_deferred *d,
                                        const char *title,
                                        const char *detail);
 
-/* Number of deferred requests whose request has not completed yet (answered or not). Thread-safe. */
+/* Number of deferred requests whose request has not completed yet (answered or not). Thread-safe.
+ */
 size_t cstl_http_deferred_count(cstl_http_server *server);
 
 #endif

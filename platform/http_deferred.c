@@ -140,7 +140,8 @@ int cstl_http_deferred_respond_problem(cstl_http_deferred *d,
                                        const char *title,
                                        const char *detail)
 {
-    json_answer a = {.status = status, .type_suffix = type_suffix, .title = title, .detail = detail};
+    json_answer a = {
+        .status = status, .type_suffix = type_suffix, .title = title, .detail = detail};
     return cstl_http_deferred_complete(d, answer_problem, &a);
 }
 

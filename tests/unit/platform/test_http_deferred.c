@@ -1,7 +1,7 @@
-/* Unit tests for platform/http_deferred.c on a real server (ephemeral port, loopback): answers given
- * later from another thread, answers given before the handler returned, many more requests waiting
- * at once than the server has threads, a client that goes away while its request waits, and server
- * stop with requests still waiting (503, later answers refused, nothing leaked). */
+/* Unit tests for platform/http_deferred.c on a real server (ephemeral port, loopback): answers
+ * given later from another thread, answers given before the handler returned, many more requests
+ * waiting at once than the server has threads, a client that goes away while its request waits, and
+ * server stop with requests still waiting (503, later answers refused, nothing leaked). */
 #include "platform/http.h"
 
 #include <arpa/inet.h>
