@@ -194,7 +194,7 @@ static void heap_push(cstl_cmd_client *c, pending *p)
 {
     if (c->heap_len == c->heap_cap) {
         c->heap_cap = c->heap_cap ? c->heap_cap * 2 : 256;
-        c->heap = cstl_xrealloc(c->heap, c->heap_cap * sizeof(*c->heap));
+        c->heap = cstl_xrealloc(c->heap, c->heap_cap * sizeof(pending *));
     }
     heap_set(c, c->heap_len++, p);
     heap_up(c, p->heap_index);

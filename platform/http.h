@@ -281,7 +281,8 @@ typedef struct cstl_http_deferred cstl_http_deferred;
  * Defers the answer to req: the handler returns 0 without answering, the connection then waits
  * without holding a server thread, and the answer is given later, from any thread, through the
  * returned handle. From this call on the handler must not use req (another thread may be answering
- * it already); what the answer needs must be copied out first. The handle is owned by the caller,
+ * it already); what the answer needs must be copied out first (strings already obtained from req,
+ * its headers and body, stay valid until the handler returns). The handle is owned by the caller,
  * who must give it back with exactly one cstl_http_deferred_complete or
  * cstl_http_deferred_respond_* call (whether or not the request is still there by then). Returns
  * NULL, and changes nothing, when req was already answered, deferred or streamed. When the server

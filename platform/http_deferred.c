@@ -206,7 +206,7 @@ size_t cstl_http_deferred_stop_all(cstl_http_server *server)
     pthread_mutex_lock(&server->lock);
     server->deferred_closed = true;
     size_t n = server->ndeferred, i = 0;
-    cstl_http_deferred **all = cstl_xcalloc(n > 0 ? n : 1, sizeof(*all));
+    cstl_http_deferred **all = cstl_xcalloc(n > 0 ? n : 1, sizeof(cstl_http_deferred *));
     for (cstl_http_deferred *d = server->deferreds; d != NULL && i < n; d = d->next) {
         pthread_mutex_lock(&d->lock);
         d->refs++;
