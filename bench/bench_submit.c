@@ -10,7 +10,9 @@
  *    (no coordinated omission). Reports achieved 201/s, p50 and p99.
  *
  * Needs: CSTL_BENCH_ADDR (host:port of `constellation commands`), CSTL_BENCH_TOKEN (an API key of
- * a member or admin), CONSTELLATION_KAFKA_BROKERS. bench/run.sh sets them up. Loopback only;
+ * a member or admin), CONSTELLATION_KAFKA_BROKERS. CSTL_BENCH_CONNS sets the connection count
+ * (default 32, at most 1024): with one request in flight per connection, the closed loop's rate is
+ * at most connections / latency. bench/run.sh sets them up. Loopback only;
  * every phase is bounded in time.
  */
 #include "platform/kafka.h"
@@ -28,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CONNS   128
+#define MAX_CONNS   1024
 #define MAX_SAMPLES (2L * 1000 * 1000)
 
 static const char job_body[] =
@@ -292,6 +294,13 @@ int main(void)
         return 0;
     }
     load l = {.token = token, .duration = 5, .conns = 32};
+    /* More connections measure how far the service scales with requests in flight (each
+     * connection has one at a time). */
+    const char *conns = getenv("CSTL_BENCH_CONNS");
+    if (conns != NULL) {
+        long n = strtol(conns, NULL, 10);
+        l.conns = n >= 1 && n <= MAX_CONNS ? (int)n : l.conns;
+    }
     const char *colon = strrchr(addr, ':');
     l.addr.sin_family = AF_INET;
     l.addr.sin_port = htons((uint16_t)strtol(colon ? colon + 1 : "8080", NULL, 10));

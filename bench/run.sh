@@ -36,30 +36,37 @@ printf '\n== bench_projector ==\n'
 CONSTELLATION_LOG_LEVEL=warn "$build/bench/bench_projector" || status=1
 # One benchmark failing to run does not keep the others from running.
 run_submit() {
-    CONSTELLATION_COMMANDS_ADDR=127.0.0.1:0 CONSTELLATION_LOG_LEVEL=warn \
+    # A free loopback port chosen here: at log level warn the service does not log its address.
+    local port addr
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    addr=127.0.0.1:$port
+    CONSTELLATION_COMMANDS_ADDR=$addr CONSTELLATION_LOG_LEVEL=warn \
         CONSTELLATION_HTTP_THREADS="${CSTL_BENCH_HTTP_THREADS:-8}" "$bin" commands 2>"$work/commands.log" &
     svc_pid=$!
-    addr=""
+    local ready=0
     for _ in $(seq 1 300); do
-        addr=$(grep -o '"msg":"listening","addr":"[^"]*"' "$work/commands.log" 2>/dev/null |
-            sed 's/.*"addr":"//; s/"$//' | head -1)
-        [ -n "$addr" ] && break
+        curl -sf "http://$addr/readyz" >/dev/null && ready=1 && break
         sleep 0.1
     done
-    if [ -z "$addr" ]; then
+    if [ "$ready" = 0 ]; then
         echo "bench_submit: the command service did not start" >&2
         tail -5 "$work/commands.log" >&2
         return 1
     fi
-    for _ in $(seq 1 300); do
-        curl -sf "http://$addr/readyz" >/dev/null && break
-        sleep 0.1
-    done
     key=$("$bin" tenants create bench-tenant | sed -n 's/.*"api_key" *: *"\([^"]*\)".*/\1/p')
     if [ -z "$key" ]; then
         echo "bench_submit: could not bootstrap a tenant" >&2
         return 1
     fi
+    # Ready means one partition is served; wait until a job is accepted (every jobs partition
+    # restored, the new key known) so the first step does not count start-up errors.
+    local code=""
+    for _ in $(seq 1 300); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$addr/v1/jobs" \
+            -H "Authorization: Bearer $key" -d '{"gpu_count":1,"parameters":{"command":["true"]}}')
+        [ "$code" = 201 ] && break
+        sleep 0.1
+    done
     CSTL_BENCH_ADDR=$addr CSTL_BENCH_TOKEN=$key "$build/bench/bench_submit"
 }
 

@@ -7,7 +7,13 @@
  * endpoint preparation (ids, lookups: 404/403), command rules (422). Only then is anything sent,
  * so a refused request never produces a record.
  *
- * Threads: HTTP server threads. The recent-commands table is guarded by a mutex.
+ * A command's answer is deferred (platform/http.h): the handler sends it asynchronously and
+ * returns, and the command client's completion answers the request (reply, 202 when the wait ran
+ * out, 503 when it could not be appended), so thousands of commands can wait for their replies
+ * on a handful of server threads.
+ *
+ * Threads: HTTP server threads; the answers of commands on the command client's threads. The
+ * recent-commands table is guarded by a mutex.
  */
 #include "commands/api_internal.h"
 #include "commands/rules.h"
@@ -231,6 +237,51 @@ static int read_headers(api_call *c)
     return 0;
 }
 
+/* A command sent and not answered yet. Owned by its completion (on_outcome). */
+typedef struct api_inflight {
+    api_call call; /* req is NULL: the request is reached through the deferred handle */
+    cstl_http_deferred *deferred;
+    int rc;
+    cstl_cmd_reply reply;
+    cstl_error err;
+} api_inflight;
+
+/* Writes the answer of an in-flight command once its outcome is known (deferred answer). */
+static void answer_outcome(cstl_http_request *req, void *ud)
+{
+    api_inflight *f = ud;
+    api_call *c = &f->call;
+    c->req = req;
+    if (f->rc == 0) {
+        api_respond_reply(c, &f->reply);
+    } else if (f->rc == CSTL_ETIMEDOUT) {
+        respond_pending(c);
+    } else if (f->rc == CSTL_EINVAL || f->rc == CSTL_EDECODE) {
+        api_invalid(req, "", "invalid_command", f->err.message);
+    } else {
+        cstl_log(CSTL_LOG_ERROR, "commands", "cannot send %s \"%s\": %s", c->ep->command_type,
+                 c->command_id, f->err.message);
+        cstl_http_set_header(req, "Retry-After", "1");
+        api_problem(req, 503, "unavailable", "service unavailable",
+                    "the command could not be appended to the log, retry later");
+    }
+}
+
+/* The command client's completion: answers the deferred request (when it still waits: a stopped
+ * server has answered it 503 already) and frees the in-flight record. */
+static void on_outcome(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
+{
+    api_inflight *f = ud;
+    f->rc = rc;
+    if (reply != NULL)
+        f->reply = *reply;
+    if (err != NULL)
+        f->err = *err;
+    cstl_http_deferred_complete(f->deferred, answer_outcome, f);
+    json_decref(f->call.extra);
+    free(f);
+}
+
 void api_derived_id(api_call *c, const char *what, char out[37])
 {
     if (c->idempotency_key == NULL) {
@@ -293,22 +344,20 @@ int api_handle(cstl_http_request *req, void *ud)
                             .traceparent = cstl_http_request_traceparent(req),
                             .payload = c->payload,
                             .want_reply = 1};
-    cstl_cmd_reply reply;
     recent_add(api, c->command_id, c->who.tenant_id, ep->context);
-    int sent = cstl_cmd_client_send(api->client, &cmd, api->wait_ms, &reply, &err);
-    if (sent == 0)
-        api_respond_reply(c, &reply);
-    else if (sent == CSTL_ETIMEDOUT)
-        respond_pending(c);
-    else if (sent == CSTL_EINVAL || sent == CSTL_EDECODE)
-        api_invalid(req, "", "invalid_command", err.message);
-    else {
-        cstl_log(CSTL_LOG_ERROR, "commands", "cannot send %s \"%s\": %s", ep->command_type,
-                 c->command_id, err.message);
-        cstl_http_set_header(req, "Retry-After", "1");
-        api_problem(req, 503, "unavailable", "service unavailable",
-                    "the command could not be appended to the log, retry later");
-    }
+    /* The answer waits for the reply without holding this thread: what it needs moves to the
+     * in-flight record, and the request to a deferred handle. cmd's strings (the request's
+     * traceparent among them) stay valid until this handler returns, which send_async outlasts. */
+    api_inflight *f = cstl_xcalloc(1, sizeof(*f));
+    f->call = *c;
+    f->call.req = NULL;
+    f->call.payload = NULL;
+    f->call.idempotency_key = NULL;
+    c->extra = NULL;
+    f->deferred = cstl_http_defer(req);
+    int sent = cstl_cmd_client_send_async(api->client, &cmd, api->wait_ms, on_outcome, f, &err);
+    if (sent != 0)
+        on_outcome(f, sent, NULL, &err); /* nothing was sent: answered now, through the handle */
 done:
     json_decref(body);
     json_decref(c->payload);

@@ -4,19 +4,23 @@
  * Sending: the payload is encoded with the codec (which validates it against the command's
  * schema), wrapped in a CommandEnvelope and produced with the idempotent producer to
  * constellation.<context>.commands, partition murmur2(aggregate id) % the topic's partition count
- * (read from the cluster's metadata once per topic and cached). Producer calls are serialized by
- * prod_lock; a sender waits for its delivery report by polling without blocking and sleeping
- * outside the lock, so several threads can send at once.
+ * (read from the cluster's metadata once per topic and cached). Nothing waits for the record: its
+ * delivery report, served by the delivery thread's polls (or a sender's non-blocking one inside
+ * the producer's send), moves the send on. A failed delivery finishes it (CSTL_EKAFKA); a
+ * successful one starts its reply wait (a deadline in a heap) unless the reply came first.
  *
  * Replies: a reader thread owns a consumer assigned (no group membership) to the partition of
  * constellation.replies that murmur2(instance id) selects, from its end at the time the client
  * was made (read_committed). Every reply keyed by this instance is put in the recent-replies
- * cache (bounded: CSTL_CMD_CLIENT_RECENT_MAX entries, each kept at most an hour) and wakes the
- * senders waiting for its command id. A sender registers as a waiter before it produces, so a
- * fast reply cannot be missed.
+ * cache (bounded: CSTL_CMD_CLIENT_RECENT_MAX entries, each kept at most an hour) and finishes the
+ * sends waiting for its command id. A send registers as a waiter before it produces, so a fast
+ * reply cannot be missed. Between two polls the reader finishes the sends whose deadline passed
+ * (CSTL_ETIMEDOUT), so the wait costs no thread per send. Completions run with no lock held.
  *
- * Locks: lock guards waiters and recent (cond signals replies); prod_lock guards the producer and
- * the delivery flags; meta_lock guards the partition-count cache. They are never nested.
+ * The synchronous send is the asynchronous one plus a condition variable on the caller's stack.
+ *
+ * Locks: lock guards waiters, the deadline heap and recent; meta_lock guards the partition-count
+ * cache. They are never nested. The producer is thread-safe and used without a lock.
  */
 #include "commands/client.h"
 
@@ -40,11 +44,25 @@
 #define REPLIES_TOPIC              "constellation.replies"
 #define MAX_TOPICS                 16
 
-typedef struct waiter {
-    struct waiter *next; /* waiters for the same command id */
-    int done;
+#define READER_POLL_MS 50 /* longest sleep of the reader and delivery threads */
+#define NOT_IN_HEAP    SIZE_MAX
+
+/* One command sent with a reply or a delivery report still to come. Guarded by lock once
+ * registered; owned by whoever takes it out of the waiters and the heap to finish it. */
+typedef struct pending {
+    struct pending *next; /* waiters for the same command id; lists being finished */
+    struct cstl_cmd_client *client;
+    char command_id[37];
+    cstl_cmd_done_fn done;
+    void *ud;
+    int wait_ms;
+    int want_reply;
+    int delivered; /* the delivery report said appended: the reply wait runs */
+    int replied;   /* the reply came (possibly before the delivery report) */
     cstl_cmd_reply reply;
-} waiter;
+    int64_t deadline_us; /* monotonic; set when delivered */
+    size_t heap_index;   /* in the deadline heap, or NOT_IN_HEAP */
+} pending;
 
 typedef struct recent {
     cstl_cmd_reply reply;
@@ -56,7 +74,6 @@ struct cstl_cmd_client {
     int timeout_ms;
     cstl_kafka_conf *conf;
 
-    pthread_mutex_t prod_lock;
     cstl_kafka_producer *producer;
 
     pthread_mutex_t meta_lock;
@@ -67,14 +84,15 @@ struct cstl_cmd_client {
     int n_topics;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;
-    cstl_strmap *waiters; /* command id -> waiter list (not owned) */
+    cstl_strmap *waiters; /* command id -> pending list awaiting a reply (not owned) */
     cstl_strmap *recent;  /* command id -> recent (owned) */
+    pending **heap;       /* delivered commands awaiting a reply, by deadline */
+    size_t heap_len, heap_cap;
 
     cstl_kafka_consumer *consumer;
     int32_t replies_partition;
-    pthread_t reader;
-    int reader_started;
+    pthread_t reader, delivery;
+    int reader_started, delivery_started;
     atomic_int stop;
 };
 
@@ -132,6 +150,70 @@ void cstl_cmd_id_from_key(const char *tenant_id, const char *key, char out[37])
     cstl_uuid_format(&id, out);
 }
 
+/* ---- the deadline heap (lock held) ---------------------------------------------------------- */
+
+static bool heap_before(const pending *a, const pending *b)
+{
+    return a->deadline_us < b->deadline_us;
+}
+
+static void heap_set(cstl_cmd_client *c, size_t i, pending *p)
+{
+    c->heap[i] = p;
+    p->heap_index = i;
+}
+
+static void heap_up(cstl_cmd_client *c, size_t i)
+{
+    pending *p = c->heap[i];
+    while (i > 0 && heap_before(p, c->heap[(i - 1) / 2])) {
+        heap_set(c, i, c->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(c, i, p);
+}
+
+static void heap_down(cstl_cmd_client *c, size_t i)
+{
+    pending *p = c->heap[i];
+    for (;;) {
+        size_t k = 2 * i + 1;
+        if (k >= c->heap_len)
+            break;
+        if (k + 1 < c->heap_len && heap_before(c->heap[k + 1], c->heap[k]))
+            k++;
+        if (!heap_before(c->heap[k], p))
+            break;
+        heap_set(c, i, c->heap[k]);
+        i = k;
+    }
+    heap_set(c, i, p);
+}
+
+static void heap_push(cstl_cmd_client *c, pending *p)
+{
+    if (c->heap_len == c->heap_cap) {
+        c->heap_cap = c->heap_cap ? c->heap_cap * 2 : 256;
+        c->heap = cstl_xrealloc(c->heap, c->heap_cap * sizeof(pending *));
+    }
+    heap_set(c, c->heap_len++, p);
+    heap_up(c, p->heap_index);
+}
+
+static void heap_remove(cstl_cmd_client *c, pending *p)
+{
+    size_t i = p->heap_index;
+    if (i == NOT_IN_HEAP)
+        return;
+    p->heap_index = NOT_IN_HEAP;
+    pending *last = c->heap[--c->heap_len];
+    if (i == c->heap_len)
+        return;
+    heap_set(c, i, last);
+    heap_up(c, i);
+    heap_down(c, last->heap_index);
+}
+
 /* ---- recent replies and waiters (lock held) ------------------------------------------------ */
 
 static void trim_recent(cstl_cmd_client *c, int64_t now)
@@ -146,6 +228,36 @@ static void trim_recent(cstl_cmd_client *c, int64_t now)
     }
 }
 
+/* Lock held. Removes p from the waiters of its command id, if still there. */
+static void remove_waiter_locked(cstl_cmd_client *c, pending *p)
+{
+    pending *head = cstl_strmap_take(c->waiters, p->command_id);
+    pending **pp = &head;
+    while (*pp != NULL && *pp != p)
+        pp = &(*pp)->next;
+    if (*pp == p)
+        *pp = p->next;
+    if (head != NULL)
+        cstl_strmap_put(c->waiters, p->command_id, head);
+    p->next = NULL;
+}
+
+/* Calls p's completion (no lock held) and frees p. */
+static void finish(pending *p, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
+{
+    p->done(p->ud, rc, reply, err);
+    free(p);
+}
+
+static void finish_timeout(pending *p)
+{
+    cstl_error err;
+    cstl_error_set(&err, CSTL_ETIMEDOUT,
+                   "no reply to command \"%s\" within %d ms (it was appended)", p->command_id,
+                   p->wait_ms);
+    finish(p, CSTL_ETIMEDOUT, NULL, &err);
+}
+
 static void deliver_reply(cstl_cmd_client *c, const cstl_cmd_reply *reply)
 {
     int64_t now = mono_us();
@@ -157,47 +269,63 @@ static void deliver_reply(cstl_cmd_client *c, const cstl_cmd_reply *reply)
     r->seen_us = now;
     cstl_strmap_put(c->recent, reply->command_id, r);
     trim_recent(c, now);
-    waiter *w = cstl_strmap_take(c->waiters, reply->command_id);
-    for (; w != NULL; w = w->next) {
+    /* Waiters whose delivery report came are finished here; the others keep the reply for it. */
+    pending *ready = NULL;
+    pending *w = cstl_strmap_take(c->waiters, reply->command_id);
+    while (w != NULL) {
+        pending *next = w->next;
         w->reply = *reply;
-        w->done = 1;
+        w->replied = 1;
+        w->next = NULL;
+        if (w->delivered) {
+            heap_remove(c, w);
+            w->next = ready;
+            ready = w;
+        }
+        w = next;
     }
-    pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
+    while (ready != NULL) {
+        pending *next = ready->next;
+        finish(ready, 0, &ready->reply, NULL);
+        ready = next;
+    }
 }
 
-static void add_waiter(cstl_cmd_client *c, const char *id, waiter *w)
+/* Finishes with CSTL_ETIMEDOUT every waiter whose deadline is at or before now. Returns the time
+ * to the next deadline in ms (at most max_ms). */
+static int expire_waiters(cstl_cmd_client *c, int64_t now, int max_ms)
 {
+    pending *expired = NULL;
     pthread_mutex_lock(&c->lock);
-    w->next = cstl_strmap_take(c->waiters, id);
-    w->done = 0;
-    cstl_strmap_put(c->waiters, id, w);
+    while (c->heap_len > 0 && c->heap[0]->deadline_us <= now) {
+        pending *p = c->heap[0];
+        heap_remove(c, p);
+        remove_waiter_locked(c, p);
+        p->next = expired;
+        expired = p;
+    }
+    int64_t next_ms = c->heap_len > 0 ? (c->heap[0]->deadline_us - now + 999) / 1000 : max_ms;
     pthread_mutex_unlock(&c->lock);
+    while (expired != NULL) {
+        pending *next = expired->next;
+        finish_timeout(expired);
+        expired = next;
+    }
+    return next_ms < max_ms ? (int)next_ms : max_ms;
 }
 
-/* Lock held. Removes w from the waiters of id, if still there. */
-static void remove_waiter_locked(cstl_cmd_client *c, const char *id, waiter *w)
-{
-    waiter *head = cstl_strmap_take(c->waiters, id);
-    waiter **pp = &head;
-    while (*pp != NULL && *pp != w)
-        pp = &(*pp)->next;
-    if (*pp == w)
-        *pp = w->next;
-    if (head != NULL)
-        cstl_strmap_put(c->waiters, id, head);
-}
-
-/* ---- reply reader -------------------------------------------------------------------------- */
+/* ---- reply reader and delivery reports ----------------------------------------------------- */
 
 static void *reader_main(void *arg)
 {
     cstl_cmd_client *c = arg;
     size_t idlen = strlen(c->instance_id);
     while (!atomic_load(&c->stop)) {
+        int wait_ms = expire_waiters(c, mono_us(), READER_POLL_MS);
         rd_kafka_message_t *m = NULL;
         cstl_error err;
-        int rc = cstl_kafka_consumer_poll(c->consumer, 100, &m, &err);
+        int rc = cstl_kafka_consumer_poll(c->consumer, wait_ms, &m, &err);
         if (rc != 0 || m == NULL)
             continue; /* retriable consumer errors: librdkafka keeps trying */
         /* Other instances whose ids hash to the same partition: not ours. */
@@ -208,6 +336,15 @@ static void *reader_main(void *arg)
         }
         rd_kafka_message_destroy(m);
     }
+    return NULL;
+}
+
+/* Serves the producer's delivery reports (and its error events) until the client stops. */
+static void *delivery_main(void *arg)
+{
+    cstl_cmd_client *c = arg;
+    while (!atomic_load(&c->stop))
+        cstl_kafka_producer_poll(c->producer, READER_POLL_MS);
     return NULL;
 }
 
@@ -274,14 +411,8 @@ cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_e
     cstl_cmd_client *c = cstl_xcalloc(1, sizeof(*c));
     c->instance_id = cstl_xstrdup(opts->instance_id);
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
-    pthread_mutex_init(&c->prod_lock, NULL);
     pthread_mutex_init(&c->meta_lock, NULL);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
     c->waiters = cstl_strmap_new(NULL);
     c->recent = cstl_strmap_new(free);
 
@@ -297,7 +428,12 @@ cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_e
         goto fail;
     char tmo[32];
     snprintf(tmo, sizeof(tmo), "%d", c->timeout_ms);
-    if (cstl_kafka_conf_set(pconf, "message.timeout.ms", tmo, err) == 0)
+    /* A command is one small record that someone waits for: linger 1 ms rather than the
+     * producer default of 5. Concurrent sends still share requests (at most 5 in flight per
+     * broker with idempotence, so records queue behind them); 0 made more, smaller requests and
+     * measured slower on a loaded machine (docs/write-side.md, Latency). */
+    if (cstl_kafka_conf_set(pconf, "linger.ms", "1", err) == 0 &&
+        cstl_kafka_conf_set(pconf, "message.timeout.ms", tmo, err) == 0)
         c->producer = cstl_kafka_producer_new(pconf, err);
     cstl_kafka_conf_free(pconf);
     if (c->producer == NULL)
@@ -340,6 +476,11 @@ cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_e
     rd_kafka_topic_partition_list_destroy(parts);
     if (rc != 0)
         goto fail;
+    if (pthread_create(&c->delivery, NULL, delivery_main, c) != 0) {
+        cstl_error_set(err, CSTL_EINTERNAL, "cannot start the delivery report thread");
+        goto fail;
+    }
+    c->delivery_started = 1;
     if (pthread_create(&c->reader, NULL, reader_main, c) != 0) {
         cstl_error_set(err, CSTL_EINTERNAL, "cannot start the reply reader thread");
         goto fail;
@@ -358,89 +499,96 @@ void cstl_cmd_client_free(cstl_cmd_client *c)
     atomic_store(&c->stop, 1);
     if (c->reader_started)
         pthread_join(c->reader, NULL);
+    if (c->delivery_started)
+        pthread_join(c->delivery, NULL);
     cstl_kafka_consumer_close(c->consumer, NULL);
+    /* Every record gets its delivery report here (delivered, or failed by the purge), so every
+     * pending send is then either finished or waiting for a reply that will not be read now. */
     cstl_kafka_producer_free(c->producer);
+    c->producer = NULL;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        pending *p = c->heap_len > 0 ? c->heap[0] : NULL;
+        if (p != NULL) {
+            heap_remove(c, p);
+            remove_waiter_locked(c, p);
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (p == NULL)
+            break;
+        finish_timeout(p);
+    }
     cstl_kafka_conf_free(c->conf);
     for (int i = 0; i < c->n_topics; i++)
         free(c->topics[i].topic);
     cstl_strmap_free(c->waiters);
     cstl_strmap_free(c->recent);
-    pthread_cond_destroy(&c->cond);
+    free(c->heap);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->meta_lock);
-    pthread_mutex_destroy(&c->prod_lock);
     free(c->instance_id);
     free(c);
 }
 
 /* ---- sending ------------------------------------------------------------------------------- */
 
-typedef struct delivery {
-    int done;
-    int code;
-    cstl_error error;
-} delivery;
-
-/* Runs under prod_lock (whoever polls holds it). */
+/* The delivery report of a command: on whichever thread served the producer's reports (the
+ * delivery thread, or a sender's non-blocking poll). */
 static void on_delivery(void *opaque, const cstl_kafka_delivery *d)
 {
-    delivery *dl = opaque;
-    dl->code = d->code;
-    if (d->error != NULL)
-        dl->error = *d->error;
-    dl->done = 1;
+    pending *p = opaque;
+    cstl_cmd_client *c = p->client;
+    if (d->code != 0) {
+        if (p->want_reply) {
+            pthread_mutex_lock(&c->lock);
+            remove_waiter_locked(c, p);
+            pthread_mutex_unlock(&c->lock);
+        }
+        /* A record that timed out in the producer was not appended: retriable, as any failure to
+         * reach the log. */
+        cstl_error e = d->error != NULL ? *d->error : (cstl_error){0};
+        int code = d->code == CSTL_ETIMEDOUT ? CSTL_EKAFKA : d->code;
+        if (d->error == NULL)
+            cstl_error_set(&e, code, "command \"%s\" could not be appended", p->command_id);
+        finish(p, code, NULL, &e);
+        return;
+    }
+    if (!p->want_reply) {
+        finish(p, 0, NULL, NULL);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    bool replied = p->replied != 0;
+    if (!replied) {
+        /* The wait for the reply starts once the command is in the log. */
+        p->delivered = 1;
+        p->deadline_us = mono_us() + (int64_t)p->wait_ms * 1000;
+        heap_push(c, p);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (replied)
+        finish(p, 0, &p->reply, NULL);
 }
 
+/* Queues value for sending with p's delivery report. Returns 0 or the error of the producer. */
 static int produce(cstl_cmd_client *c,
                    const char *topic,
                    int32_t partition,
                    const char *key,
                    const cstl_codec_buf *value,
+                   pending *p,
                    cstl_error *err)
 {
-    /* dl lives on this stack, so this waits for the report however long it takes; the producer's
-     * message.timeout.ms (= timeout_ms) bounds that. */
-    delivery dl = {0};
     int64_t deadline = mono_us() + (int64_t)c->timeout_ms * 1000;
-    pthread_mutex_lock(&c->prod_lock);
-    int rc;
     for (;;) {
-        rc = cstl_kafka_producer_send(c->producer, topic, partition, key, strlen(key), value->data,
-                                      value->len, NULL, on_delivery, &dl, err);
+        int rc = cstl_kafka_producer_send(c->producer, topic, partition, key, strlen(key),
+                                          value->data, value->len, NULL, on_delivery, p, err);
         if (rc != CSTL_EKAFKA || mono_us() >= deadline)
-            break;
-        cstl_kafka_producer_poll(c->producer, 10); /* local queue full */
-    }
-    pthread_mutex_unlock(&c->prod_lock);
-    if (rc != 0)
-        return rc;
-    for (;;) {
-        /* Serve reports without blocking under the lock, then sleep outside it, so that many
-         * senders waiting at once do not queue behind each other's polls. */
-        pthread_mutex_lock(&c->prod_lock);
-        if (!dl.done)
-            cstl_kafka_producer_poll(c->producer, 0);
-        int done = dl.done;
-        pthread_mutex_unlock(&c->prod_lock);
-        if (done)
-            break;
-        struct timespec pause = {0, 250000L};
+            return rc;
+        /* The local queue is full: the delivery thread drains it. */
+        struct timespec pause = {0, 1000000L};
         nanosleep(&pause, NULL);
-        if (mono_us() >= deadline) {
-            /* Never return before the report: the callback would write to a dead frame. */
-            pthread_mutex_lock(&c->prod_lock);
-            while (!dl.done)
-                cstl_kafka_producer_poll(c->producer, 100);
-            pthread_mutex_unlock(&c->prod_lock);
-            break;
-        }
     }
-    if (dl.code != 0) {
-        if (err != NULL)
-            *err = dl.error;
-        return dl.code == CSTL_ETIMEDOUT ? CSTL_EKAFKA : dl.code;
-    }
-    return 0;
 }
 
 static int check_request(const cstl_cmd_request *req, cstl_error *err)
@@ -475,12 +623,15 @@ static int check_request(const cstl_cmd_request *req, cstl_error *err)
     return 0;
 }
 
-int cstl_cmd_client_send(cstl_cmd_client *c,
-                         const cstl_cmd_request *req,
-                         int wait_ms,
-                         cstl_cmd_reply *reply,
-                         cstl_error *err)
+int cstl_cmd_client_send_async(cstl_cmd_client *c,
+                               const cstl_cmd_request *req,
+                               int wait_ms,
+                               cstl_cmd_done_fn done,
+                               void *ud,
+                               cstl_error *err)
 {
+    if (done == NULL)
+        return cstl_error_set(err, CSTL_EINVAL, "an asynchronous send needs a completion");
     int rc = check_request(req, err);
     if (rc != 0)
         return rc;
@@ -525,42 +676,86 @@ int cstl_cmd_client_send(cstl_cmd_client *c,
     int32_t partition =
         cstl_kafka_partition_for_key(req->aggregate_id, strlen(req->aggregate_id), n);
 
-    waiter w = {0};
-    if (req->want_reply)
-        add_waiter(c, req->command_id, &w);
-    rc = produce(c, topic, partition, req->aggregate_id, &value, err);
-    if (rc != 0 || !req->want_reply) {
-        if (req->want_reply) {
+    pending *p = cstl_xcalloc(1, sizeof(*p));
+    p->client = c;
+    snprintf(p->command_id, sizeof(p->command_id), "%s", req->command_id);
+    p->done = done;
+    p->ud = ud;
+    p->wait_ms = wait_ms < 0 ? 0 : wait_ms;
+    p->want_reply = req->want_reply != 0;
+    p->heap_index = NOT_IN_HEAP;
+    /* Registered before producing, so that a fast reply cannot be missed. */
+    if (p->want_reply) {
+        pthread_mutex_lock(&c->lock);
+        p->next = cstl_strmap_take(c->waiters, p->command_id);
+        cstl_strmap_put(c->waiters, p->command_id, p);
+        pthread_mutex_unlock(&c->lock);
+    }
+    rc = produce(c, topic, partition, req->aggregate_id, &value, p, err);
+    if (rc != 0) {
+        /* not queued: no delivery report will come */
+        if (p->want_reply) {
             pthread_mutex_lock(&c->lock);
-            remove_waiter_locked(c, req->command_id, &w);
+            remove_waiter_locked(c, p);
             pthread_mutex_unlock(&c->lock);
         }
-        goto out;
-    }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    int64_t ns = until.tv_nsec + (int64_t)(wait_ms < 0 ? 0 : wait_ms) % 1000 * 1000000;
-    until.tv_sec += (wait_ms < 0 ? 0 : wait_ms) / 1000 + ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
-    pthread_mutex_lock(&c->lock);
-    while (!w.done) {
-        if (pthread_cond_timedwait(&c->cond, &c->lock, &until) != 0)
-            break;
-    }
-    if (!w.done)
-        remove_waiter_locked(c, req->command_id, &w);
-    pthread_mutex_unlock(&c->lock);
-    if (w.done) {
-        if (reply != NULL)
-            *reply = w.reply;
-    } else {
-        rc = cstl_error_set(err, CSTL_ETIMEDOUT,
-                            "no reply to command \"%s\" within %d ms (it was appended)",
-                            req->command_id, wait_ms);
+        free(p);
     }
 out:
     cstl_codec_buf_free(&payload);
     cstl_codec_buf_free(&value);
+    return rc;
+}
+
+/* The synchronous send: waits on its own condition variable for the asynchronous completion. */
+typedef struct sync_send {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int finished;
+    int rc;
+    cstl_cmd_reply reply;
+    cstl_error err;
+} sync_send;
+
+static void sync_done(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
+{
+    sync_send *s = ud;
+    pthread_mutex_lock(&s->lock);
+    s->rc = rc;
+    if (reply != NULL)
+        s->reply = *reply;
+    if (err != NULL)
+        s->err = *err;
+    s->finished = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+int cstl_cmd_client_send(cstl_cmd_client *c,
+                         const cstl_cmd_request *req,
+                         int wait_ms,
+                         cstl_cmd_reply *reply,
+                         cstl_error *err)
+{
+    sync_send s = {0};
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    int rc = cstl_cmd_client_send_async(c, req, wait_ms, sync_done, &s, err);
+    if (rc == 0) {
+        /* Bounded: the delivery report comes within the producer's message timeout, the reply or
+         * the timeout within wait_ms after it. */
+        pthread_mutex_lock(&s.lock);
+        while (!s.finished)
+            pthread_cond_wait(&s.cond, &s.lock);
+        pthread_mutex_unlock(&s.lock);
+        rc = s.rc;
+        if (rc == 0 && reply != NULL && req->want_reply)
+            *reply = s.reply;
+        if (rc != 0 && err != NULL)
+            *err = s.err;
+    }
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.lock);
     return rc;
 }
 

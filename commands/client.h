@@ -66,11 +66,43 @@ typedef struct cstl_cmd_reply {
 /* A new client, connected (metadata loaded, reply partition assigned). NULL + err on failure. */
 cstl_cmd_client *cstl_cmd_client_new(const cstl_cmd_client_options *opts, cstl_error *err);
 
-/* Stops the reply reader, flushes, frees. NULL is a no-op. */
+/* Stops the reply reader, flushes, frees. Sends still waiting for a reply are finished with
+ * CSTL_ETIMEDOUT (those not yet delivered, with their delivery's outcome) before it returns. NULL
+ * is a no-op. */
 void cstl_cmd_client_free(cstl_cmd_client *c);
 
 /*
- * Validates and sends req, then waits up to wait_ms for its reply (when req->want_reply).
+ * The outcome of cstl_cmd_client_send_async, given exactly once: rc 0 with reply (NULL when the
+ * request did not want one: the command was appended); CSTL_ETIMEDOUT when the command was
+ * appended but no reply came within wait_ms of that; CSTL_EKAFKA (or another delivery error) when
+ * it could not be appended (retriable; nothing was written). reply and err are borrowed for the
+ * call. Runs on one of the client's threads (reply reader, delivery reports), or on a thread that
+ * was sending another command at the time, possibly before send_async returned; never with a
+ * client lock held. It must not block: every other outcome of the client waits behind it.
+ */
+typedef void (*cstl_cmd_done_fn)(void *ud,
+                                 int rc,
+                                 const cstl_cmd_reply *reply,
+                                 const cstl_error *err);
+
+/*
+ * Validates req and queues it for sending without waiting: done(ud, ...) then reports the outcome,
+ * once (see cstl_cmd_done_fn). The reply wait, wait_ms, starts when the command is in the log.
+ * Returns 0 once queued; otherwise nothing was sent and done is never called: CSTL_EINVAL /
+ * CSTL_EDECODE when the payload does not fit its schema, CSTL_ENOTFOUND for a missing commands
+ * topic, CSTL_EKAFKA when the producer's queue stayed full for the client's timeout. req's strings
+ * are borrowed for the call only.
+ */
+int cstl_cmd_client_send_async(cstl_cmd_client *c,
+                               const cstl_cmd_request *req,
+                               int wait_ms,
+                               cstl_cmd_done_fn done,
+                               void *ud,
+                               cstl_error *err);
+
+/*
+ * Validates and sends req, then waits up to wait_ms for its reply (when req->want_reply): the
+ * synchronous form of cstl_cmd_client_send_async, holding the calling thread meanwhile.
  * Returns 0 with *reply filled; CSTL_ETIMEDOUT when the command was appended but no reply came in
  * time (the outcome can be fetched later with cstl_cmd_client_lookup); CSTL_EINVAL / CSTL_EDECODE
  * when the payload does not fit its schema (nothing was sent); CSTL_EKAFKA when it could not be

@@ -26,6 +26,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* After stop answered the deferred requests still waiting, how long it lets those answers go out
+ * before closing every connection. */
+#define DEFERRED_FLUSH_MS 250u
+
 /* Hands the stored response to MHD. */
 static enum MHD_Result queue_response(cstl_http_request *req)
 {
@@ -326,7 +330,8 @@ static void run_handler(cstl_http_request *req)
     /* A handler that failed after responding keeps its response; one that never responded gets a
      * generic 500 whatever it returned. */
     (void)req->route->handler(req, req->route->ud);
-    if (!req->responded)
+    /* A deferred request is answered through its handle, possibly by another thread already. */
+    if (req->deferred == NULL && !req->responded)
         cstl_http_respond_internal(req);
 }
 
@@ -372,7 +377,11 @@ static enum MHD_Result access_handler(void *cls,
     req->body_read = true;
     if (req->queued)
         return MHD_YES;
+    if (req->deferred != NULL) /* resumed: the answer has been given */
+        return cstl_http_deferred_ready(req) ? queue_response(req) : MHD_YES;
     run_handler(req);
+    if (req->deferred != NULL && cstl_http_deferred_park(req))
+        return MHD_YES;
     return queue_response(req);
 }
 
@@ -397,6 +406,7 @@ static void request_completed(void *cls,
         return;
     *con_cls = NULL;
     cstl_http_stream_request_done(req);
+    cstl_http_deferred_request_done(req);
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
     double secs =
@@ -599,6 +609,29 @@ int cstl_http_server_start(cstl_http_server *server, cstl_error *err)
     return 0;
 }
 
+/* Waits up to ms for no request to be in flight. Returns 0, or CSTL_ETIMEDOUT. */
+static int wait_idle(cstl_http_server *server, unsigned ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&server->lock);
+    while (server->inflight > 0) {
+        if (pthread_cond_timedwait(&server->idle, &server->lock, &deadline) == ETIMEDOUT) {
+            rc = server->inflight > 0 ? CSTL_ETIMEDOUT : 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+    return rc;
+}
+
 int cstl_http_server_stop(cstl_http_server *server, unsigned grace_ms)
 {
     if (server == NULL || server->state == STATE_STOPPED)
@@ -608,22 +641,11 @@ int cstl_http_server_stop(cstl_http_server *server, unsigned grace_ms)
         atomic_store(&server->stopping, true);
         cstl_http_stream_stop_all(server);
         bool quiesced = MHD_quiesce_daemon(server->daemon) != MHD_INVALID_SOCKET;
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += grace_ms / 1000;
-        deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-        pthread_mutex_lock(&server->lock);
-        while (server->inflight > 0) {
-            if (pthread_cond_timedwait(&server->idle, &server->lock, &deadline) == ETIMEDOUT) {
-                rc = server->inflight > 0 ? CSTL_ETIMEDOUT : 0;
-                break;
-            }
-        }
-        pthread_mutex_unlock(&server->lock);
+        rc = wait_idle(server, grace_ms);
+        /* MHD cannot stop with a suspended connection: answer what still waits (503), and give
+         * those answers a moment to be written before the connections are closed. */
+        if (cstl_http_deferred_stop_all(server) > 0)
+            wait_idle(server, DEFERRED_FLUSH_MS);
         MHD_stop_daemon(server->daemon);
         server->daemon = NULL;
         /* After a quiesce the listening socket is ours to close; otherwise MHD closed it. */

@@ -7,10 +7,11 @@
  * Built-in routes: GET /healthz, GET /readyz, GET /metrics. HEAD is answered by GET routes.
  *
  * A handler runs on one of the server's threads once the whole request (body included) has been
- * received. It answers with exactly one cstl_http_respond* call; everything it gets from the
- * request is borrowed until the request completes. Each request owns a memory pool released in one
- * place when the response has been sent (or the connection has failed); cstl_http_request_defer
- * attaches cleanups (json_t, PGresult, ...) to it.
+ * received. It answers with exactly one cstl_http_respond* call, or defers the answer
+ * (cstl_http_defer) to give it later from another thread without holding a server thread
+ * meanwhile; everything it gets from the request is borrowed until the request completes. Each
+ * request owns a memory pool released in one place when the response has been sent (or the
+ * connection has failed); cstl_http_request_defer attaches cleanups (json_t, PGresult, ...) to it.
  *
  * Errors are answered as RFC 9457 problem+json. Error codes are mapped to statuses in one table,
  * cstl_http_status_for_error (see docs/http.md). The library never logs: give it an access-log
@@ -271,5 +272,57 @@ int cstl_http_request_set_send_buffer(cstl_http_request *req, int bytes);
 
 /* Number of streams currently open on server. Thread-safe. */
 size_t cstl_http_stream_count(cstl_http_server *server);
+
+/* ---- Deferred responses (platform/http_deferred.c) ----------------------------------------- */
+
+typedef struct cstl_http_deferred cstl_http_deferred;
+
+/*
+ * Defers the answer to req: the handler returns 0 without answering, the connection then waits
+ * without holding a server thread, and the answer is given later, from any thread, through the
+ * returned handle. From this call on the handler must not use req (another thread may be answering
+ * it already); what the answer needs must be copied out first (strings already obtained from req,
+ * its headers and body, stay valid until the handler returns). The handle is owned by the caller,
+ * who must give it back with exactly one cstl_http_deferred_complete or
+ * cstl_http_deferred_respond_* call (whether or not the request is still there by then). Returns
+ * NULL, and changes nothing, when req was already answered, deferred or streamed. When the server
+ * is stopping and has already answered the deferred requests it had, req is answered 503 at once
+ * (the handle is still returned and its completion refused).
+ *
+ * The wait is the owner's to bound: a deferred request does not time out on its own (libmicrohttpd
+ * suspends the connection's timeout), and a client that goes away is noticed only once the answer
+ * is sent. Server stop answers every deferred request still waiting at the end of its grace period
+ * with 503 (Retry-After: 1).
+ */
+cstl_http_deferred *cstl_http_defer(cstl_http_request *req);
+
+/* Writes the answer of a deferred request: sets headers and answers with one cstl_http_respond*
+ * call on req, which belongs to it for the call only. Not answering means a 500. */
+typedef void (*cstl_http_deferred_fn)(cstl_http_request *req, void *ud);
+
+/*
+ * Answers a deferred request: runs fn(req, ud), then resumes the connection so the answer is sent.
+ * Gives the handle back (it must not be used again). Returns 0; CSTL_ESHUTDOWN when the request
+ * no longer waits for an answer (the server answered it 503 on stop, or it is gone), in which case
+ * fn is not called; CSTL_EINVAL when d or fn is NULL. Any thread, the handler's included (before or
+ * after it returns); fn runs with the handle's lock held, so it must not block on the server.
+ */
+int cstl_http_deferred_complete(cstl_http_deferred *d, cstl_http_deferred_fn fn, void *ud);
+
+/* cstl_http_deferred_complete answering cstl_http_respond_json(req, status, body). Steals body,
+ * also on failure. */
+int cstl_http_deferred_respond_json(cstl_http_deferred *d, int status, json_t *body);
+
+/* cstl_http_deferred_complete answering cstl_http_respond_problem(req, status, type_suffix, title,
+ * detail, NULL). The strings are borrowed for the call. */
+int cstl_http_deferred_respond_problem(cstl_http_deferred *d,
+                                       int status,
+                                       const char *type_suffix,
+                                       const char *title,
+                                       const char *detail);
+
+/* Number of deferred requests whose request has not completed yet (answered or not). Thread-safe.
+ */
+size_t cstl_http_deferred_count(cstl_http_server *server);
 
 #endif

@@ -60,6 +60,9 @@ struct cstl_http_server {
     bool etag;
     struct cstl_http_stream *streams; /* open streams, guarded by lock */
     size_t nstreams;
+    struct cstl_http_deferred *deferreds; /* deferred requests not yet freed, guarded by lock */
+    size_t ndeferred;
+    bool deferred_closed; /* stop answered every deferred request: new ones get 503 at once */
 };
 
 typedef struct pool_block {
@@ -110,7 +113,8 @@ struct cstl_http_request {
     char *resp_body;
     size_t resp_len;
     header *headers;
-    struct cstl_http_stream *stream; /* a streamed response, else NULL */
+    struct cstl_http_stream *stream;     /* a streamed response, else NULL */
+    struct cstl_http_deferred *deferred; /* set by cstl_http_defer, else NULL */
 };
 
 /* A copy of s in the request's pool. */
@@ -148,5 +152,20 @@ void cstl_http_stream_request_done(cstl_http_request *req);
 
 /* Wakes every open stream so that each sees the server stopping and ends. */
 void cstl_http_stream_stop_all(cstl_http_server *server);
+
+/* Deferred responses (http_deferred.c). After the handler of a deferred request returned: true
+ * when the connection was suspended to wait for the answer, false when the answer is already there
+ * (queue it now). Called on the connection's server thread. */
+bool cstl_http_deferred_park(cstl_http_request *req);
+
+/* True when req is deferred and its answer has been given (the connection was resumed for it). */
+bool cstl_http_deferred_ready(cstl_http_request *req);
+
+/* The request is complete: its deferred handle (if any) no longer reaches it. */
+void cstl_http_deferred_request_done(cstl_http_request *req);
+
+/* Answers 503 to every deferred request still waiting (resuming its connection) and makes later
+ * deferrals answer 503 at once. Returns how many it answered. */
+size_t cstl_http_deferred_stop_all(cstl_http_server *server);
 
 #endif

@@ -2,8 +2,9 @@
  * Integration tests for the command handler runtime and the command client against the real
  * broker at CONSTELLATION_KAFKA_BROKERS: ACCEPTED with one event and its CloudEvents headers,
  * DUPLICATE, VERSION_MISMATCH, REJECTED, a poison envelope answered FAILED and dead-lettered,
- * restore after a restart (state, duplicates, snapshots every 2 events used on restore), and a
- * late transaction of a fenced owner refused by the broker.
+ * restore after a restart (state, duplicates, snapshots every 2 events used on restore), a
+ * late transaction of a fenced owner refused by the broker, and asynchronous sends (many in
+ * flight from one thread; a reply wait that runs out).
  *
  * Topic names are fixed by context, so the catalog's topics are created as they are
  * (idempotently) and every test uses fresh aggregate ids (UUIDv7): runs do not interfere. The
@@ -511,6 +512,100 @@ static void test_fenced_late_transaction(void **state)
     cstl_kafka_conf_free(conf);
 }
 
+/* ---- asynchronous sends --------------------------------------------------------------------- */
+
+#define ASYNC_N 200
+
+typedef struct async_outcomes {
+    pthread_mutex_t lock;
+    int finished, accepted, timed_out, other;
+} async_outcomes;
+
+static void count_outcome(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
+{
+    (void)err;
+    async_outcomes *o = ud;
+    pthread_mutex_lock(&o->lock);
+    if (rc == 0 && reply != NULL && reply->outcome == CSTL_CMD_ACCEPTED && reply->version == 1)
+        o->accepted++;
+    else if (rc == CSTL_ETIMEDOUT)
+        o->timed_out++;
+    else
+        o->other++;
+    o->finished++;
+    pthread_mutex_unlock(&o->lock);
+}
+
+static void wait_finished(async_outcomes *o, int n, int seconds)
+{
+    for (int i = 0; i < seconds * 10; i++) {
+        pthread_mutex_lock(&o->lock);
+        int f = o->finished;
+        pthread_mutex_unlock(&o->lock);
+        if (f >= n)
+            return;
+        usleep(100 * 1000);
+    }
+}
+
+static int send_async_submit(int wait_ms, async_outcomes *o)
+{
+    char job[37], cmd[37];
+    cstl_uuid_v7_string(job);
+    cstl_uuid_v7_string(cmd);
+    json_t *payload = submit_payload(job);
+    cstl_cmd_request req = {.context = "jobs",
+                            .command_type = "SubmitJob",
+                            .command_id = cmd,
+                            .tenant_id = tenant,
+                            .aggregate_id = job,
+                            .expected_version = -1,
+                            .issued_by = "test",
+                            .payload = payload,
+                            .want_reply = 1};
+    cstl_error err;
+    int rc = cstl_cmd_client_send_async(client, &req, wait_ms, count_outcome, o, &err);
+    json_decref(payload);
+    return rc;
+}
+
+/* Many commands in flight from one thread, each finished once by its completion; then, with no
+ * handler running, a reply wait that runs out finishes with CSTL_ETIMEDOUT. */
+static void test_async_sends(void **state)
+{
+    (void)state;
+    running *r = start_handler("test-async");
+    async_outcomes o = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    for (int i = 0; i < ASYNC_N; i++)
+        assert_int_equal(send_async_submit(WAIT_MS, &o), 0);
+    wait_finished(&o, ASYNC_N, 60);
+    assert_int_equal(o.finished, ASYNC_N);
+    assert_int_equal(o.accepted, ASYNC_N);
+    stop_handler(r);
+
+    async_outcomes t = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    assert_int_equal(send_async_submit(300, &t), 0);
+    wait_finished(&t, 1, 30);
+    assert_int_equal(t.finished, 1);
+    assert_int_equal(t.timed_out, 1);
+
+    /* nothing sent, no completion: an invalid payload is refused at once */
+    cstl_cmd_request bad = {.context = "jobs",
+                            .command_type = "NoSuchCommand",
+                            .command_id = "0190b5d2-7a3c-7def-8123-456789abcdef",
+                            .tenant_id = tenant,
+                            .aggregate_id = "x",
+                            .expected_version = -1,
+                            .payload = json_object(),
+                            .want_reply = 1};
+    cstl_error err;
+    assert_int_equal(cstl_cmd_client_send_async(client, &bad, 100, count_outcome, &t, &err),
+                     CSTL_EINVAL);
+    json_decref((json_t *)bad.payload);
+    usleep(200 * 1000);
+    assert_int_equal(t.finished, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_client_validates_payload),
         cmocka_unit_test(test_restart_restores_state_and_snapshots),
         cmocka_unit_test(test_fenced_late_transaction),
+        cmocka_unit_test(test_async_sends),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
