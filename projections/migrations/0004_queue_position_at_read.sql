@@ -3,11 +3,81 @@
 -- Renumbering a tenant's queue in every batch rewrote every job behind one that left the queue:
 -- O(queue) non-HOT updates of wide rows per batch, the projector's main cost. A job's position
 -- is now 1 + the number of the tenant's queued jobs ahead of it (priority desc, submission time,
--- job id), counted through the partial index jobs_queue by the view read.jobs; GET /v1/queue
--- numbers its page with row_number(). The jobs tables lose queue_position and queue_dirty (and the
--- index jobs_queue_dirty); read.jobs keeps a queue_position column, now its last one.
+-- job id), counted by the view read.jobs from jobs_queue_counts (queued jobs per tenant and
+-- priority, kept by triggers) and the partial index jobs_queue; GET /v1/queue numbers its page
+-- with row_number(). The jobs tables lose queue_position and queue_dirty (and the index
+-- jobs_queue_dirty); read.jobs keeps a queue_position column, now its last one.
 
--- The schema of a new version, as in 0002 but without the stored queue position.
+-- Queued jobs per tenant and priority in schema s (a jobs version): the table
+-- jobs_queue_counts, exact at every commit, kept by statement-level triggers on s.jobs, and
+-- filled from the jobs already there. A queue position is then the sum of the counts of higher
+-- priorities plus a precise range of jobs_queue at the job's own priority, instead of a range
+-- over every queued job ahead.
+CREATE FUNCTION jobs_queue_count() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    delta text;
+BEGIN
+    -- most statements move no job into, out of or within a queue: leave at once
+    IF TG_OP = 'INSERT' THEN
+        IF NOT EXISTS (SELECT FROM new_rows WHERE state = 'queued') THEN
+            RETURN NULL;
+        END IF;
+        delta := 'SELECT tenant_id, priority, 1 AS d FROM new_rows WHERE state = ''queued''';
+    ELSIF TG_OP = 'DELETE' THEN
+        IF NOT EXISTS (SELECT FROM old_rows WHERE state = 'queued') THEN
+            RETURN NULL;
+        END IF;
+        delta := 'SELECT tenant_id, priority, -1 AS d FROM old_rows WHERE state = ''queued''';
+    ELSE
+        IF NOT EXISTS (SELECT FROM new_rows WHERE state = 'queued')
+           AND NOT EXISTS (SELECT FROM old_rows WHERE state = 'queued') THEN
+            RETURN NULL;
+        END IF;
+        delta := 'SELECT tenant_id, priority, 1 AS d FROM new_rows WHERE state = ''queued'' '
+                 'UNION ALL SELECT tenant_id, priority, -1 FROM old_rows WHERE state = ''queued''';
+    END IF;
+    -- a count that falls to 0 is deleted (a rebuilt version has no such rows either); keys in
+    -- sorted order, so that two batches lock shared rows in the same order
+    EXECUTE format('WITH d AS (SELECT tenant_id, priority, sum(d)::bigint AS d FROM (%s) x '
+                   'GROUP BY 1, 2 HAVING sum(d) <> 0), '
+                   'z AS (DELETE FROM %2$I.jobs_queue_counts c USING d '
+                   'WHERE c.tenant_id = d.tenant_id AND c.priority = d.priority '
+                   'AND c.n + d.d = 0 RETURNING c.tenant_id, c.priority) '
+                   'INSERT INTO %2$I.jobs_queue_counts AS c (tenant_id, priority, n) '
+                   'SELECT d.tenant_id, d.priority, d.d FROM d WHERE NOT EXISTS (SELECT FROM z '
+                   'WHERE z.tenant_id = d.tenant_id AND z.priority = d.priority) ORDER BY 1, 2 '
+                   'ON CONFLICT (tenant_id, priority) DO UPDATE SET n = c.n + excluded.n',
+                   delta, TG_TABLE_SCHEMA);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION projection_jobs_queue_counts(s text) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TABLE %I.jobs_queue_counts (tenant_id text NOT NULL, '
+                   'priority int NOT NULL, n bigint NOT NULL, '
+                   'PRIMARY KEY (tenant_id, priority))', s);
+    PERFORM projection_tenant_rls(format('%I.jobs_queue_counts', s)::regclass, true);
+    EXECUTE format('GRANT SELECT ON %I.jobs_queue_counts TO constellation_query', s);
+    EXECUTE format('INSERT INTO %1$I.jobs_queue_counts (tenant_id, priority, n) '
+                   'SELECT tenant_id, priority, count(*) FROM %1$I.jobs WHERE state = ''queued'' '
+                   'GROUP BY 1, 2', s);
+    EXECUTE format('CREATE TRIGGER jobs_queue_count_insert AFTER INSERT ON %I.jobs '
+                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION public.jobs_queue_count()', s);
+    EXECUTE format('CREATE TRIGGER jobs_queue_count_update AFTER UPDATE ON %I.jobs '
+                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION public.jobs_queue_count()', s);
+    EXECUTE format('CREATE TRIGGER jobs_queue_count_delete AFTER DELETE ON %I.jobs '
+                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION public.jobs_queue_count()', s);
+END
+$$;
+
+-- The schema of a new version, as in 0002 but without the stored queue position and with
+-- jobs_queue_counts.
 CREATE OR REPLACE FUNCTION projection_create_version(p_projection text, p_version int) RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -75,6 +145,7 @@ BEGIN
         CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
         CREATE INDEX jobs_queue ON jobs (tenant_id, priority DESC, submitted_at, job_id)
             WHERE state = 'queued';
+        PERFORM projection_jobs_queue_counts(s);
         CREATE TABLE runs (
             run_id         text PRIMARY KEY,
             job_id         text NOT NULL,
@@ -172,9 +243,9 @@ $$;
 
 -- Creates or replaces the views of schema read on <projection>_v<version>: one per relation of
 -- that schema the query role may read. read.jobs adds queue_position: for a queued job, 1 + the
--- queued jobs of its tenant ahead of it (an index-only range scan of jobs_queue, from the
--- tenant's first entry to the job's priority), NULL otherwise. The view is security_invoker, so
--- the count runs under the caller's row-level security like the rest of the row.
+-- queued jobs of its tenant ahead of it (those of higher priorities from jobs_queue_counts, those
+-- of its priority submitted before it from a range of jobs_queue), NULL otherwise. The view is
+-- security_invoker, so the counts run under the caller's row-level security like the rest.
 CREATE FUNCTION projection_read_views(p_projection text, p_version int) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -188,11 +259,12 @@ BEGIN
     LOOP
         IF p_projection = 'jobs' AND r.relname = 'jobs' THEN
             EXECUTE format('CREATE OR REPLACE VIEW read.jobs WITH (security_invoker = true) AS '
-                           'SELECT j.*, CASE WHEN j.state = ''queued'' THEN '
-                           '(SELECT count(*) + 1 FROM %1$I.jobs q '
-                           'WHERE q.tenant_id = j.tenant_id AND q.state = ''queued'' '
-                           'AND q.priority >= j.priority AND (q.priority > j.priority '
-                           'OR (q.submitted_at, q.job_id) < (j.submitted_at, j.job_id)))::int '
+                           'SELECT j.*, CASE WHEN j.state = ''queued'' THEN (1 + '
+                           'coalesce((SELECT sum(c.n) FROM %1$I.jobs_queue_counts c '
+                           'WHERE c.tenant_id = j.tenant_id AND c.priority > j.priority), 0) + '
+                           '(SELECT count(*) FROM %1$I.jobs q WHERE q.tenant_id = j.tenant_id '
+                           'AND q.state = ''queued'' AND q.priority = j.priority '
+                           'AND (q.submitted_at, q.job_id) < (j.submitted_at, j.job_id)))::int '
                            'END AS queue_position FROM %1$I.jobs j', s);
         ELSE
             EXECUTE format('CREATE OR REPLACE VIEW read.%I WITH (security_invoker = true) AS '
@@ -228,6 +300,7 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE %I.jobs DROP COLUMN IF EXISTS queue_position, '
                        'DROP COLUMN IF EXISTS queue_dirty', r.nspname);
+        PERFORM projection_jobs_queue_counts(r.nspname);
     END LOOP;
     PERFORM projection_read_views('jobs', active_version)
        FROM projection_versions WHERE projection = 'jobs';

@@ -288,6 +288,15 @@ static void test_incremental_equals_rebuilt_and_direct(void **state)
                                     "state = 'queued') q USING (job_id) "
                                     "WHERE j.queue_position IS DISTINCT FROM q.pos"),
                      0);
+    /* and the queued jobs per tenant and priority that they sum are exact */
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM ((SELECT tenant_id, priority, count(*) "
+                                    "FROM jobs_v1.jobs WHERE state = 'queued' GROUP BY 1, 2) "
+                                    "EXCEPT ALL SELECT * FROM jobs_v1.jobs_queue_counts) x"),
+                     0);
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM (SELECT * FROM jobs_v1.jobs_queue_counts "
+                                    "EXCEPT ALL SELECT tenant_id, priority, count(*) FROM "
+                                    "jobs_v1.jobs WHERE state = 'queued' GROUP BY 1, 2) x"),
+                     0);
 
     /* rebuild each projection into v2 while the live projectors run, then compare */
     for (int i = 0; i < NPROJ; i++) {
