@@ -64,8 +64,7 @@ static const event_spec specs[] = {
      {{"reservation_id", STR}}},
     {"JobRejected",
      "at",
-     HEAD
-     ", state = 'rejected', reason = $7, reason_message = $8, finished_at = cstl_ts($3)" TAIL
+     HEAD ", state = 'rejected', reason = $7, reason_message = $8, finished_at = cstl_ts($3)" TAIL
          HISTORY COUNT,
      {{"reason", LOWER}, {"message", STR_NULL}}},
     {"JobPriorityChanged",
@@ -109,21 +108,20 @@ static const event_spec specs[] = {
      {{"reason", LOWER}, {"message", STR_NULL}, {"attempts", INT}}},
     {"JobRequeued",
      "at",
-     HEAD
-     ", state = 'queued', reason = 'requeued', reason_message = $7::text || '; ' || "
-     "$8::int || ' retries left', current_run_id = NULL" TAIL HISTORY COUNT,
+     HEAD ", state = 'queued', reason = 'requeued', reason_message = $7::text || '; ' || "
+          "$8::int || ' retries left', current_run_id = NULL" TAIL HISTORY COUNT,
      {{"reason", STR}, {"retries_left", INT}}},
     {"JobCancelled",
      "at",
      HEAD ", state = 'cancelled', reason = 'cancelled', reason_message = "
-          "coalesce($7::text, 'cancelled by ' || $8::text), finished_at = cstl_ts($3)" TAIL
-              HISTORY COUNT,
+          "coalesce($7::text, 'cancelled by ' || $8::text), finished_at = cstl_ts($3)" TAIL HISTORY
+              COUNT,
      {{"reason", STR_NULL}, {"cancelled_by", STR}}},
     {"JobTimedOut",
      "at",
-     HEAD
-     ", state = 'timed_out', reason = 'runtime_limit_exceeded', reason_message = "
-     "'exceeded the runtime limit of ' || $7::bigint || ' s', finished_at = cstl_ts($3)" TAIL HISTORY COUNT,
+     HEAD ", state = 'timed_out', reason = 'runtime_limit_exceeded', reason_message = "
+          "'exceeded the runtime limit of ' || $7::bigint || ' s', finished_at = cstl_ts($3)" TAIL
+              HISTORY COUNT,
      {{"runtime_limit_seconds", INT}}},
 };
 

@@ -13,48 +13,23 @@
 -- filled from the jobs already there. A queue position is then the sum of the counts of higher
 -- priorities plus a precise range of jobs_queue at the job's own priority, instead of a range
 -- over every queued job ahead.
-CREATE FUNCTION jobs_queue_count() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-DECLARE
-    delta text;
-BEGIN
-    -- most statements move no job into, out of or within a queue: leave at once
-    IF TG_OP = 'INSERT' THEN
-        IF NOT EXISTS (SELECT FROM new_rows WHERE state = 'queued') THEN
-            RETURN NULL;
-        END IF;
-        delta := 'SELECT tenant_id, priority, 1 AS d FROM new_rows WHERE state = ''queued''';
-    ELSIF TG_OP = 'DELETE' THEN
-        IF NOT EXISTS (SELECT FROM old_rows WHERE state = 'queued') THEN
-            RETURN NULL;
-        END IF;
-        delta := 'SELECT tenant_id, priority, -1 AS d FROM old_rows WHERE state = ''queued''';
-    ELSE
-        IF NOT EXISTS (SELECT FROM new_rows WHERE state = 'queued')
-           AND NOT EXISTS (SELECT FROM old_rows WHERE state = 'queued') THEN
-            RETURN NULL;
-        END IF;
-        delta := 'SELECT tenant_id, priority, 1 AS d FROM new_rows WHERE state = ''queued'' '
-                 'UNION ALL SELECT tenant_id, priority, -1 FROM old_rows WHERE state = ''queued''';
-    END IF;
-    -- a count that falls to 0 is deleted (a rebuilt version has no such rows either); keys in
-    -- sorted order, so that two batches lock shared rows in the same order
-    EXECUTE format('WITH d AS (SELECT tenant_id, priority, sum(d)::bigint AS d FROM (%s) x '
-                   'GROUP BY 1, 2 HAVING sum(d) <> 0), '
-                   'z AS (DELETE FROM %2$I.jobs_queue_counts c USING d '
-                   'WHERE c.tenant_id = d.tenant_id AND c.priority = d.priority '
-                   'AND c.n + d.d = 0 RETURNING c.tenant_id, c.priority) '
-                   'INSERT INTO %2$I.jobs_queue_counts AS c (tenant_id, priority, n) '
-                   'SELECT d.tenant_id, d.priority, d.d FROM d WHERE NOT EXISTS (SELECT FROM z '
-                   'WHERE z.tenant_id = d.tenant_id AND z.priority = d.priority) ORDER BY 1, 2 '
-                   'ON CONFLICT (tenant_id, priority) DO UPDATE SET n = c.n + excluded.n',
-                   delta, TG_TABLE_SCHEMA);
-    RETURN NULL;
-END
-$$;
-
 CREATE FUNCTION projection_jobs_queue_counts(s text) RETURNS void
     LANGUAGE plpgsql AS $$
+DECLARE
+    -- one statement per kind of change: the (tenant, priority) deltas of the statement's rows
+    -- (%1$s) applied in key order, so that two batches lock shared rows in the same order; a
+    -- count that falls to 0 is deleted (a rebuilt version has no such rows either)
+    apply text := 'WITH d AS (SELECT tenant_id, priority, sum(d)::bigint AS d FROM (%1$s) x '
+                  'GROUP BY 1, 2 HAVING sum(d) <> 0), '
+                  'z AS (DELETE FROM %2$I.jobs_queue_counts c USING d '
+                  'WHERE c.tenant_id = d.tenant_id AND c.priority = d.priority '
+                  'AND c.n + d.d = 0 RETURNING c.tenant_id, c.priority) '
+                  'INSERT INTO %2$I.jobs_queue_counts AS c (tenant_id, priority, n) '
+                  'SELECT d.tenant_id, d.priority, d.d FROM d WHERE NOT EXISTS (SELECT FROM z '
+                  'WHERE z.tenant_id = d.tenant_id AND z.priority = d.priority) ORDER BY 1, 2 '
+                  'ON CONFLICT (tenant_id, priority) DO UPDATE SET n = c.n + excluded.n';
+    added   text := 'SELECT tenant_id, priority, 1 AS d FROM new_rows WHERE state = ''queued''';
+    removed text := 'SELECT tenant_id, priority, -1 AS d FROM old_rows WHERE state = ''queued''';
 BEGIN
     EXECUTE format('CREATE TABLE %I.jobs_queue_counts (tenant_id text NOT NULL, '
                    'priority int NOT NULL, n bigint NOT NULL, '
@@ -64,15 +39,29 @@ BEGIN
     EXECUTE format('INSERT INTO %1$I.jobs_queue_counts (tenant_id, priority, n) '
                    'SELECT tenant_id, priority, count(*) FROM %1$I.jobs WHERE state = ''queued'' '
                    'GROUP BY 1, 2', s);
-    EXECUTE format('CREATE TRIGGER jobs_queue_count_insert AFTER INSERT ON %I.jobs '
+    -- The trigger function lives in the version's schema, with the table's name written out:
+    -- its statements are static, so PL/pgSQL plans them once per session, not once per call.
+    -- Most statements move no job into, out of or within a queue and return after the checks.
+    EXECUTE format('CREATE FUNCTION %I.jobs_queue_count() RETURNS trigger LANGUAGE plpgsql AS '
+                   '$f$ BEGIN '
+                   'IF TG_OP = ''INSERT'' THEN '
+                   '  IF EXISTS (SELECT FROM new_rows WHERE state = ''queued'') THEN %s; END IF; '
+                   'ELSIF TG_OP = ''DELETE'' THEN '
+                   '  IF EXISTS (SELECT FROM old_rows WHERE state = ''queued'') THEN %s; END IF; '
+                   'ELSIF EXISTS (SELECT FROM new_rows WHERE state = ''queued'') '
+                   '   OR EXISTS (SELECT FROM old_rows WHERE state = ''queued'') THEN %s; '
+                   'END IF; RETURN NULL; END $f$', s,
+                   format(apply, added, s), format(apply, removed, s),
+                   format(apply, added || ' UNION ALL ' || removed, s));
+    EXECUTE format('CREATE TRIGGER jobs_queue_count_insert AFTER INSERT ON %1$I.jobs '
                    'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION public.jobs_queue_count()', s);
-    EXECUTE format('CREATE TRIGGER jobs_queue_count_update AFTER UPDATE ON %I.jobs '
+                   'EXECUTE FUNCTION %1$I.jobs_queue_count()', s);
+    EXECUTE format('CREATE TRIGGER jobs_queue_count_update AFTER UPDATE ON %1$I.jobs '
                    'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION public.jobs_queue_count()', s);
-    EXECUTE format('CREATE TRIGGER jobs_queue_count_delete AFTER DELETE ON %I.jobs '
+                   'EXECUTE FUNCTION %1$I.jobs_queue_count()', s);
+    EXECUTE format('CREATE TRIGGER jobs_queue_count_delete AFTER DELETE ON %1$I.jobs '
                    'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION public.jobs_queue_count()', s);
+                   'EXECUTE FUNCTION %1$I.jobs_queue_count()', s);
 END
 $$;
 
