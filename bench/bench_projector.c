@@ -18,6 +18,9 @@
  *    history row appear (an index on job_history(at) is added for it after step 2); lag = row
  *    seen - transaction committed. p50 and p99.
  *
+ * CSTL_BENCH_BATCH_MAX and CSTL_BENCH_BATCH_MS set the projector's batch bounds (default: the
+ * service's defaults).
+ *
  * Needs CONSTELLATION_KAFKA_BROKERS and CONSTELLATION_PG_DSN (bench/run.sh sets them up).
  */
 #include "../tests/support/job_stream.h"
@@ -184,7 +187,9 @@ static double catch_up(cstl_projector **out, long total)
                                 .brokers = pe.brokers,
                                 .pg_dsn = pe.dsn,
                                 .topic_prefix = pe.prefix,
-                                .group_prefix = pe.prefix};
+                                .group_prefix = pe.prefix,
+                                .batch_max = (int)env_long("CSTL_BENCH_BATCH_MAX", 0),
+                                .batch_ms = (int)env_long("CSTL_BENCH_BATCH_MS", 0)};
     cstl_error err;
     cstl_projector *p = *out = cstl_projector_new(&o, &err);
     if (p == NULL || cstl_projector_start(p, &err) != 0) {

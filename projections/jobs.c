@@ -5,7 +5,7 @@
  * Invariants: every change of a job is guarded by its version (cstl_version): an event applies
  * only when it is newer than the row, so a replay changes nothing; history rows are keyed by
  * (job_id, version). Each event is one statement (data-modifying CTEs), one round trip. Queue
- * positions are renumbered once per batch, for the tenants whose queue changed (queue_dirty).
+ * positions are not stored: read.jobs counts them when read (migration 0004).
  * Called from the projector's thread inside its batch transaction.
  */
 #include "projections/projection.h"
@@ -15,14 +15,13 @@
 #include <string.h>
 
 /* $1 job_id, $2 version, $3 time (us), $4 event id, $5 event type, $6 data; specific from $7 */
-#define HEAD "WITH u AS (UPDATE jobs SET updated_at = cstl_ts($3), version = $2, "
+#define HEAD "WITH u AS (UPDATE jobs SET updated_at = cstl_ts($3), version = $2"
 #define TAIL " WHERE job_id = $1 AND version < $2 RETURNING tenant_id)"
 #define HISTORY                                                                                    \
     ", h AS (INSERT INTO job_history (tenant_id, job_id, version, event_id, event_type, at, "      \
     "data) SELECT u.tenant_id, $1, $2, $4, $5, cstl_ts($3), $6::jsonb FROM u "                     \
     "ON CONFLICT (job_id, version) DO NOTHING)"
 #define COUNT " SELECT count(*) FROM u"
-#define DIRTY "queue_dirty = queue_dirty OR state = 'queued'"
 
 typedef enum field_kind { STR, STR_NULL, INT, INT_NULL, JSON, LOWER, LOWER_NULL } field_kind;
 
@@ -60,23 +59,22 @@ static const event_spec specs[] = {
       {"submitted_by", STR}}},
     {"JobAdmitted",
      "at",
-     HEAD "state = 'queued', reason = 'waiting_for_gpus', reason_message = NULL, "
-          "reservation_id = $7, queue_dirty = true" TAIL HISTORY COUNT,
+     HEAD ", state = 'queued', reason = 'waiting_for_gpus', reason_message = NULL, "
+          "reservation_id = $7" TAIL HISTORY COUNT,
      {{"reservation_id", STR}}},
     {"JobRejected",
      "at",
-     HEAD
-     "state = 'rejected', reason = $7, reason_message = $8, finished_at = cstl_ts($3), " DIRTY TAIL
+     HEAD ", state = 'rejected', reason = $7, reason_message = $8, finished_at = cstl_ts($3)" TAIL
          HISTORY COUNT,
      {{"reason", LOWER}, {"message", STR_NULL}}},
     {"JobPriorityChanged",
      "at",
-     HEAD "priority = $7::int, " DIRTY TAIL HISTORY COUNT,
+     HEAD ", priority = $7::int" TAIL HISTORY COUNT,
      {{"priority", INT}}},
     {"JobAssigned",
      "at",
-     HEAD "state = 'assigned', reason = 'waiting_for_run_start', reason_message = NULL, "
-          "current_run_id = $7, attempts = attempts + 1, " DIRTY TAIL HISTORY
+     HEAD ", state = 'assigned', reason = 'waiting_for_run_start', reason_message = NULL, "
+          "current_run_id = $7, attempts = attempts + 1" TAIL HISTORY
           ", r AS (INSERT INTO runs (run_id, job_id, tenant_id, worker_id, gpu_uuids, "
           "assigned_at) SELECT $7, $1, u.tenant_id, $8, "
           "ARRAY(SELECT jsonb_array_elements_text($9::jsonb)), cstl_ts($3) FROM u "
@@ -84,13 +82,13 @@ static const event_spec specs[] = {
      {{"run_id", STR}, {"worker_id", STR}, {"gpu_uuids", JSON}}},
     {"RunStarted",
      "started_at",
-     HEAD "state = 'running', reason = 'running', reason_message = NULL, " DIRTY TAIL HISTORY
+     HEAD ", state = 'running', reason = 'running', reason_message = NULL" TAIL HISTORY
           ", r AS (UPDATE runs SET started_at = cstl_ts($3), worker_id = $8 FROM u "
           "WHERE run_id = $7)" COUNT,
      {{"run_id", STR}, {"worker_id", STR}}},
     {"RunFinished",
      "finished_at",
-     HEAD DIRTY TAIL HISTORY
+     HEAD TAIL HISTORY
      ", r AS (UPDATE runs SET finished_at = cstl_ts($3), outcome = $8, exit_code = $9::int, "
      "failure_reason = $10, gpu_seconds = $11::bigint FROM u WHERE run_id = $7)" COUNT,
      {{"run_id", STR},
@@ -100,32 +98,30 @@ static const event_spec specs[] = {
       {"gpu_seconds", INT}}},
     {"JobSucceeded",
      "at",
-     HEAD "state = 'succeeded', reason = 'completed', reason_message = NULL, "
-          "finished_at = cstl_ts($3), " DIRTY TAIL HISTORY COUNT,
+     HEAD ", state = 'succeeded', reason = 'completed', reason_message = NULL, "
+          "finished_at = cstl_ts($3)" TAIL HISTORY COUNT,
      {{NULL, STR}}},
     {"JobFailed",
      "at",
-     HEAD "state = 'failed', reason = $7, reason_message = $8, attempts = $9::int, "
-          "finished_at = cstl_ts($3), " DIRTY TAIL HISTORY COUNT,
+     HEAD ", state = 'failed', reason = $7, reason_message = $8, attempts = $9::int, "
+          "finished_at = cstl_ts($3)" TAIL HISTORY COUNT,
      {{"reason", LOWER}, {"message", STR_NULL}, {"attempts", INT}}},
     {"JobRequeued",
      "at",
-     HEAD
-     "state = 'queued', reason = 'requeued', reason_message = $7::text || '; ' || "
-     "$8::int || ' retries left', current_run_id = NULL, queue_dirty = true" TAIL HISTORY COUNT,
+     HEAD ", state = 'queued', reason = 'requeued', reason_message = $7::text || '; ' || "
+          "$8::int || ' retries left', current_run_id = NULL" TAIL HISTORY COUNT,
      {{"reason", STR}, {"retries_left", INT}}},
     {"JobCancelled",
      "at",
-     HEAD "state = 'cancelled', reason = 'cancelled', reason_message = "
-          "coalesce($7::text, 'cancelled by ' || $8::text), finished_at = cstl_ts($3), " DIRTY TAIL
-              HISTORY COUNT,
+     HEAD ", state = 'cancelled', reason = 'cancelled', reason_message = "
+          "coalesce($7::text, 'cancelled by ' || $8::text), finished_at = cstl_ts($3)" TAIL HISTORY
+              COUNT,
      {{"reason", STR_NULL}, {"cancelled_by", STR}}},
     {"JobTimedOut",
      "at",
-     HEAD
-     "state = 'timed_out', reason = 'runtime_limit_exceeded', reason_message = "
-     "'exceeded the runtime limit of ' || $7::bigint || ' s', finished_at = cstl_ts($3), " DIRTY
-         TAIL HISTORY COUNT,
+     HEAD ", state = 'timed_out', reason = 'runtime_limit_exceeded', reason_message = "
+          "'exceeded the runtime limit of ' || $7::bigint || ' s', finished_at = cstl_ts($3)" TAIL
+              HISTORY COUNT,
      {{"runtime_limit_seconds", INT}}},
 };
 
@@ -288,34 +284,4 @@ char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, in
         return NULL;
     }
     return out.s;
-}
-
-/* Renumbers the queues of the tenants whose queue changed in this batch: position 1 is the next
- * job to place, by priority (highest first), then submission time, then id. Only queued and
- * marked rows are read (jobs_queue and jobs_queue_dirty): a job that left the queue was marked
- * by the event that moved it, so its position is cleared here. */
-int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err)
-{
-    static const char sql[] =
-        "WITH t AS (SELECT DISTINCT tenant_id FROM jobs WHERE queue_dirty), "
-        "q AS (SELECT job_id, row_number() OVER (PARTITION BY tenant_id ORDER BY priority DESC, "
-        "submitted_at, job_id)::int AS pos FROM jobs WHERE state = 'queued' "
-        "AND tenant_id IN (SELECT tenant_id FROM t)), "
-        "r AS (SELECT job_id, pos FROM q UNION ALL "
-        "SELECT job_id, NULL::int FROM jobs WHERE queue_dirty AND state <> 'queued') "
-        "UPDATE jobs SET queue_position = r.pos, queue_dirty = false FROM r "
-        "WHERE jobs.job_id = r.job_id AND (jobs.queue_position IS DISTINCT FROM r.pos "
-        "OR jobs.queue_dirty)";
-    /* Two projector processes that split the partitions renumber the same tenants' queues: each
-     * first takes a lock per marked tenant (sorted, so two batches never wait on each other
-     * crosswise), then renumbers in a new statement whose snapshot sees what the previous holder
-     * committed. Marks never outlive a commit, so the marked tenants are this batch's own. */
-    static const char lock_sql[] =
-        "SELECT count(pg_advisory_xact_lock(hashtext('cstl_jobs_queue/' || current_schema() || "
-        "'/' || tenant_id))) FROM (SELECT DISTINCT tenant_id FROM jobs WHERE queue_dirty "
-        "ORDER BY tenant_id) t";
-    int rc = cstl_pg_exec_prepared(conn, "jobs_queue_lock", lock_sql, 0, NULL, NULL, err);
-    if (rc != 0)
-        return rc;
-    return cstl_pg_exec_prepared(conn, "jobs_queue_renumber", sql, 0, NULL, NULL, err);
 }

@@ -16,11 +16,10 @@ static const char *const jobs_contexts[] = {"jobs", NULL};
 static const char *const fleet_contexts[] = {"fleet", "jobs", NULL};
 
 static const cstl_projection tenants = {"tenants", tenants_contexts, cstl_projection_tenants_apply,
-                                        NULL, NULL};
+                                        NULL};
 static const cstl_projection jobs = {"jobs", jobs_contexts, cstl_projection_jobs_apply,
-                                     cstl_projection_jobs_batch_end, cstl_projection_jobs_set_sql};
-static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL,
-                                      NULL};
+                                     cstl_projection_jobs_set_sql};
+static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL};
 
 static const cstl_projection *const all[] = {&tenants, &jobs, &fleet};
 

@@ -35,9 +35,6 @@ typedef int (*cstl_projection_apply_fn)(cstl_pg_conn *conn,
                                         const json_t *data,
                                         cstl_error *err);
 
-/* Runs at the end of every batch, in its transaction (e.g. renumbering queues). */
-typedef int (*cstl_projection_batch_end_fn)(cstl_pg_conn *conn, cstl_error *err);
-
 /*
  * Rewrites the statement sql of an apply function (n parameters of the given SQL types) into one
  * that applies many events at once, each to a different aggregate: parameter i becomes an array
@@ -51,9 +48,8 @@ typedef struct cstl_projection {
     const char *name;            /* "jobs": also the schema prefix and the group suffix */
     const char *const *contexts; /* contexts whose events topics it consumes, NULL-ended */
     cstl_projection_apply_fn apply;
-    cstl_projection_batch_end_fn batch_end; /* may be NULL */
-    cstl_projection_set_sql_fn set_sql;     /* may be NULL: events of distinct aggregates are
-                                               independent, so a batch may be applied in waves */
+    cstl_projection_set_sql_fn set_sql; /* may be NULL: events of distinct aggregates are
+                                           independent, so a batch may be applied in waves */
 } cstl_projection;
 
 /* The projections, in a fixed order; *n receives their count. Static. */
@@ -76,7 +72,6 @@ int cstl_projection_jobs_apply(cstl_pg_conn *conn,
                                const char *type,
                                const json_t *data,
                                cstl_error *err);
-int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err);
 char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, int n);
 int cstl_projection_fleet_apply(cstl_pg_conn *conn,
                                 const cstl_event_headers *h,

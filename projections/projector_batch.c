@@ -561,8 +561,6 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
     if (rc == 0 && b->piped)
         rc = run_pipeline(b, err);
     cstl_proj_sink_clear(&b->sink);
-    if (rc == 0 && c->proj->batch_end != NULL)
-        rc = c->proj->batch_end(c->pg, err);
     if (rc == 0) {
         const char *params[] = {c->offsets_key, topics, parts, nexts};
         rc = cstl_pg_exec_prepared(

@@ -132,8 +132,8 @@ echo "filters and validation: ok"
 
 # one job, history, other tenant
 expect 200 "/v1/jobs/$TENANT_A-0002"
-jq -e '.job.state == "succeeded" and (.runs | length == 1) and .job.reason == "completed"' \
-    "$work/body" >/dev/null || fail "job with runs"
+jq -e '.job.state == "succeeded" and (.runs | length == 1) and .job.reason == "completed" and
+       .job.queue_position == null' "$work/body" >/dev/null || fail "job with runs"
 expect 200 "/v1/jobs/$TENANT_A-0004"
 jq -e '.job.queue_position >= 1 and .job.reason == "waiting_for_gpus"' "$work/body" >/dev/null ||
     fail "queue position"
@@ -165,6 +165,11 @@ expect 200 "/v1/queue"
 jq -e '[.items[].position] == [range(1; (.items | length) + 1)] and (.items | length == 30)' \
     "$work/body" >/dev/null || fail "queue order"
 jq -e '.items[0].priority == 2' "$work/body" >/dev/null || fail "queue priority first"
+# a job's own position (counted when read) is its place in the queue
+pos=$(jq -r --arg id "$TENANT_A-0004" '.items[] | select(.id == $id) | .position' "$work/body")
+expect 200 "/v1/jobs/$TENANT_A-0004"
+jq -e --argjson p "${pos:-0}" '.job.queue_position == $p' "$work/body" >/dev/null ||
+    fail "job position ($pos in the queue)"
 expect 400 "/v1/queue?limit=0"
 expect 200 "/v1/workers"
 jq -e --arg w "w-$TENANT_A" '[.items[] | select(.id == $w)] | .[0].gpu_count == 2' "$work/body" \

@@ -281,7 +281,22 @@ static void test_incremental_equals_rebuilt_and_direct(void **state)
     for (size_t i = 0; i < pe.nevents; i++)
         submitted += strcmp(pe.events[i].type, "JobSubmitted") == 0;
     assert_int_equal(jobs, submitted);
-    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM jobs_v1.jobs WHERE queue_dirty"), 0);
+    /* queue positions as read.jobs counts them are the window definition's, per tenant */
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM read.jobs j LEFT JOIN (SELECT job_id, "
+                                    "row_number() OVER (PARTITION BY tenant_id ORDER BY priority "
+                                    "DESC, submitted_at, job_id) AS pos FROM jobs_v1.jobs WHERE "
+                                    "state = 'queued') q USING (job_id) "
+                                    "WHERE j.queue_position IS DISTINCT FROM q.pos"),
+                     0);
+    /* and the queued jobs per tenant and priority that they sum are exact */
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM ((SELECT tenant_id, priority, count(*) "
+                                    "FROM jobs_v1.jobs WHERE state = 'queued' GROUP BY 1, 2) "
+                                    "EXCEPT ALL SELECT * FROM jobs_v1.jobs_queue_counts) x"),
+                     0);
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM (SELECT * FROM jobs_v1.jobs_queue_counts "
+                                    "EXCEPT ALL SELECT tenant_id, priority, count(*) FROM "
+                                    "jobs_v1.jobs WHERE state = 'queued' GROUP BY 1, 2) x"),
+                     0);
 
     /* rebuild each projection into v2 while the live projectors run, then compare */
     for (int i = 0; i < NPROJ; i++) {

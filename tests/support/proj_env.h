@@ -306,12 +306,6 @@ static inline int pe_apply_direct(const char *schema, size_t from, size_t to)
             return -1;
         }
     }
-    cstl_error err;
-    if (p->batch_end != NULL && p->batch_end(pe.pg, &err) != 0) {
-        fprintf(stderr, "batch end failed: %s\n", err.message);
-        pe_sql(pe.pg, "ROLLBACK");
-        return -1;
-    }
     return pe_sql(pe.pg, "COMMIT");
 }
 

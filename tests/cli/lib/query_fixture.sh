@@ -32,7 +32,7 @@ VALUES ('$TENANT_A', 'a', 'a@example.com', 'active', now(), now(), 1),
        ('$TENANT_B', 'b', 'b@example.com', 'active', now(), now(), 1);
 INSERT INTO read.jobs (job_id, tenant_id, name, state, reason, priority, gpu_count,
     min_gpu_memory_mib, gpu_model, runtime_limit_seconds, retry_limit, labels, parameters,
-    submitted_by, submitted_at, updated_at, version, queue_position)
+    submitted_by, submitted_at, updated_at, version)
 SELECT '$TENANT_A-' || lpad(i::text, 4, '0'), '$TENANT_A',
        CASE WHEN i % 2 = 0 THEN 'train-' ELSE 'eval-' END || i,
        (ARRAY['queued','running','succeeded','failed'])[1 + i % 4],
@@ -40,18 +40,13 @@ SELECT '$TENANT_A-' || lpad(i::text, 4, '0'), '$TENANT_A',
        i % 3, 1, 0, NULL, 3600, 0,
        jsonb_build_object('team', CASE WHEN i % 5 = 0 THEN 'x' ELSE 'y' END), '{}'::jsonb,
        'user:1', timestamptz '2026-01-01 00:00:00Z' + i * interval '1 second',
-       timestamptz '2026-01-01 00:00:00Z' + i * interval '1 second', 1, NULL
+       timestamptz '2026-01-01 00:00:00Z' + i * interval '1 second', 1
   FROM generate_series(1, $n) i;
--- queue positions: priority desc, submission, id (what the projector computes)
-UPDATE read.jobs j SET queue_position = q.pos
-  FROM (SELECT job_id, row_number() OVER (ORDER BY priority DESC, submitted_at, job_id) pos
-          FROM read.jobs WHERE tenant_id = '$TENANT_A' AND state = 'queued') q
- WHERE j.job_id = q.job_id;
 INSERT INTO read.jobs (job_id, tenant_id, name, state, reason, priority, gpu_count,
     min_gpu_memory_mib, runtime_limit_seconds, retry_limit, labels, parameters, submitted_by,
-    submitted_at, updated_at, version, queue_position, current_run_id)
+    submitted_at, updated_at, version, current_run_id)
 VALUES ('$TENANT_B-0001', '$TENANT_B', 'b-job', 'running', 'running', 0, 1, 0, 60, 0, '{}', '{}',
-        'user:2', '2026-01-01Z', '2026-01-01Z', 3, NULL, '$TENANT_B-run');
+        'user:2', '2026-01-01Z', '2026-01-01Z', 3, '$TENANT_B-run');
 INSERT INTO read.runs (run_id, job_id, tenant_id, worker_id, gpu_uuids, assigned_at, started_at)
 VALUES ('$TENANT_A-run', '$TENANT_A-0002', '$TENANT_A', 'w-$TENANT_A', ARRAY['gpu-$TENANT_A-0'],
         '2026-01-02Z', '2026-01-02Z'),
