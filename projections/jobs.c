@@ -5,7 +5,7 @@
  * Invariants: every change of a job is guarded by its version (cstl_version): an event applies
  * only when it is newer than the row, so a replay changes nothing; history rows are keyed by
  * (job_id, version). Each event is one statement (data-modifying CTEs), one round trip. Queue
- * positions are not stored: read.jobs counts them when read (migration 0004).
+ * positions are not stored: read.jobs counts them when read (migration 0005).
  * Called from the projector's thread inside its batch transaction.
  */
 #include "projections/projection.h"
