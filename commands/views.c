@@ -50,8 +50,8 @@ struct cstl_views {
     long runs_applied; /* job events applied, for the periodic sweep of ended runs */
 };
 
-#define VIEWS_RUN_KEEP_US  (3600LL * 1000000) /* an ended run stays known for an hour */
-#define VIEWS_SWEEP_EVERY  4096               /* job events between sweeps */
+#define VIEWS_RUN_KEEP_US (3600LL * 1000000) /* an ended run stays known for an hour */
+#define VIEWS_SWEEP_EVERY 4096               /* job events between sweeps */
 
 /* ---- applying events --------------------------------------------------------------------- */
 
@@ -278,11 +278,8 @@ int cstl_views_gpu_worker(cstl_views *v,
     return rc;
 }
 
-int cstl_views_run(cstl_views *v,
-                   const char *job_id,
-                   const char *run_id,
-                   char worker_out[37],
-                   char tenant_out[37])
+int cstl_views_run(
+    cstl_views *v, const char *job_id, const char *run_id, char worker_out[37], char tenant_out[37])
 {
     int rc = CSTL_ENOTFOUND;
     pthread_mutex_lock(&v->mu);
@@ -405,8 +402,7 @@ static void *reader_main(void *arg)
 static int setup_partitions(cstl_views *v, const char *prefix, int timeout_ms, cstl_error *err)
 {
     static const char *const topics[] = {"constellation.tenants.events",
-                                         "constellation.fleet.events",
-                                         "constellation.jobs.events"};
+                                         "constellation.fleet.events", "constellation.jobs.events"};
     rd_kafka_t *rk = cstl_kafka_consumer_handle(v->consumer);
     v->parts = cstl_xcalloc(VIEWS_MAX_PARTITIONS, sizeof(*v->parts));
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(16);

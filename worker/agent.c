@@ -15,12 +15,11 @@
  * slot's run/reason; a run thread owns its slot's other fields until it sets done, after which
  * the follower joins and frees it.
  */
-#include "worker/agent_internal.h"
-
 #include "commands/client.h"
 #include "platform/codec.h"
 #include "platform/events.h"
 #include "platform/log.h"
+#include "worker/agent_internal.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -81,10 +80,10 @@ static void on_line(void *ud, cstl_run_stream stream, const char *line, size_t l
     cstl_worker *w = s->w;
     char *clean = cstl_xcalloc(1, len * 3 + 1);
     size_t clen = utf8_clean((const unsigned char *)line, len, clean);
-    json_t *rec = json_pack("{s:s,s:s,s:s,s:I,s:s%,s:I}", "job_id", s->job_id, "run_id",
-                            s->run_id, "stream", stream == CSTL_RUN_STDOUT ? "stdout" : "stderr",
-                            "seq", (json_int_t)s->seq++, "line", clean, clen, "at",
-                            (json_int_t)agent_wall_us());
+    json_t *rec =
+        json_pack("{s:s,s:s,s:s,s:I,s:s%,s:I}", "job_id", s->job_id, "run_id", s->run_id, "stream",
+                  stream == CSTL_RUN_STDOUT ? "stdout" : "stderr", "seq", (json_int_t)s->seq++,
+                  "line", clean, clen, "at", (json_int_t)agent_wall_us());
     free(clean);
     const cstl_schema_entry *entry =
         cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobLogLine");
@@ -151,8 +150,8 @@ static char **run_env(const run_slot *s)
     json_t *u;
     json_array_foreach(s->gpus, i, u)
     {
-        int m = snprintf(devices + o, sizeof(devices) - o, "%s%s", i ? "," : "",
-                         json_string_value(u));
+        int m =
+            snprintf(devices + o, sizeof(devices) - o, "%s%s", i ? "," : "", json_string_value(u));
         if (m > 0 && (size_t)m < sizeof(devices) - o)
             o += (size_t)m;
     }
@@ -177,8 +176,8 @@ static void report_path(const run_slot *s, const char *what, char *out, size_t s
 }
 
 /* The FinishRun body for how the run ended. NULL when nothing is to be reported. */
-static json_t *finish_body(const cstl_worker *w, const run_slot *s, stop_reason why,
-                           const cstl_run_result *res)
+static json_t *
+finish_body(const cstl_worker *w, const run_slot *s, stop_reason why, const cstl_run_result *res)
 {
     const char *outcome = "FAILED", *reason = NULL;
     bool exit_code = res->end != CSTL_RUN_LAUNCH_FAILED && res->exit_code >= 0;
@@ -239,8 +238,10 @@ static void *run_main(void *arg)
     cstl_run *run = cstl_run_start(&spec, &err);
     if (run == NULL) {
         cstl_log(CSTL_LOG_ERROR, "worker", "cannot start job %s: %s", s->job_id, err.message);
-        res = (cstl_run_result){.end = CSTL_RUN_LAUNCH_FAILED, .exit_code = -1,
-                                .started_us = agent_wall_us(), .finished_us = agent_wall_us()};
+        res = (cstl_run_result){.end = CSTL_RUN_LAUNCH_FAILED,
+                                .exit_code = -1,
+                                .started_us = agent_wall_us(),
+                                .finished_us = agent_wall_us()};
     } else {
         pthread_mutex_lock(&w->mu);
         s->run = run;
@@ -249,8 +250,8 @@ static void *run_main(void *arg)
         if (stop_now)
             cstl_run_cancel(run);
         cstl_log_fields(CSTL_LOG_INFO, "worker",
-                        json_pack("{s:s,s:s,s:i}", "job_id", s->job_id, "run_id", s->run_id,
-                                  "pgid", (int)cstl_run_pgid(run)),
+                        json_pack("{s:s,s:s,s:i}", "job_id", s->job_id, "run_id", s->run_id, "pgid",
+                                  (int)cstl_run_pgid(run)),
                         "job started");
         cstl_run_wait(run, &res);
     }
@@ -262,13 +263,13 @@ static void *run_main(void *arg)
     free_strings(argv);
     free_strings(env);
     json_t *body = finish_body(w, s, why, &res);
-    cstl_log_fields(CSTL_LOG_INFO, "worker",
-                    json_pack("{s:s,s:s,s:s,s:i,s:I,s:s}", "job_id", s->job_id, "run_id",
-                              s->run_id, "end", end_name(&res), "exit_code", res.exit_code,
-                              "lines", (json_int_t)res.lines, "outcome",
-                              body ? json_string_value(json_object_get(body, "outcome"))
-                                   : "abandoned"),
-                    "job ended");
+    cstl_log_fields(
+        CSTL_LOG_INFO, "worker",
+        json_pack("{s:s,s:s,s:s,s:i,s:I,s:s}", "job_id", s->job_id, "run_id", s->run_id, "end",
+                  end_name(&res), "exit_code", res.exit_code, "lines", (json_int_t)res.lines,
+                  "outcome",
+                  body ? json_string_value(json_object_get(body, "outcome")) : "abandoned"),
+        "job ended");
     if (w->m_runs != NULL) {
         const char *values[] = {body ? json_string_value(json_object_get(body, "outcome"))
                                      : "ABANDONED"};
@@ -363,12 +364,12 @@ static const char *str(const json_t *data, const char *name)
 static void on_submitted(cstl_worker *w, const json_t *data)
 {
     const json_t *p = json_object_get(data, "parameters");
-    json_object_set_new(w->jobs, str(data, "job_id"),
-                        json_pack("{s:O,s:O,s:I,s:s}", "argv", json_object_get(p, "command"),
-                                  "environment", json_object_get(p, "environment"), "limit",
-                                  json_integer_value(json_object_get(data,
-                                                                     "runtime_limit_seconds")),
-                                  "tenant", str(data, "tenant_id")));
+    json_object_set_new(
+        w->jobs, str(data, "job_id"),
+        json_pack("{s:O,s:O,s:I,s:s}", "argv", json_object_get(p, "command"), "environment",
+                  json_object_get(p, "environment"), "limit",
+                  json_integer_value(json_object_get(data, "runtime_limit_seconds")), "tenant",
+                  str(data, "tenant_id")));
 }
 
 static void on_assigned(cstl_worker *w, const json_t *data)
@@ -461,18 +462,16 @@ static void settle_replay(cstl_worker *w)
             launch_locked(w, job, m);
             continue;
         }
-        json_t *body =
-            json_pack("{s:s,s:s,s:I,s:I}", "worker_id", w->worker_id, "outcome",
-                      ended[0] ? ended : "LOST", "finished_at", (json_int_t)agent_wall_us(),
-                      "gpu_seconds", (json_int_t)0);
+        json_t *body = json_pack("{s:s,s:s,s:I,s:I}", "worker_id", w->worker_id, "outcome",
+                                 ended[0] ? ended : "LOST", "finished_at",
+                                 (json_int_t)agent_wall_us(), "gpu_seconds", (json_int_t)0);
         if (ended[0] == '\0')
             json_object_set_new(body, "failure_reason", json_string("WORKER_LOST"));
         char path[160], key[96];
         snprintf(path, sizeof(path), "/v1/jobs/%s/runs/%s/finish", job, str(m, "run"));
         snprintf(key, sizeof(key), "finish:%s", str(m, "run"));
         cstl_log_fields(CSTL_LOG_INFO, "worker",
-                        json_pack("{s:s,s:s}", "job_id", job, "outcome",
-                                  ended[0] ? ended : "LOST"),
+                        json_pack("{s:s,s:s}", "job_id", job, "outcome", ended[0] ? ended : "LOST"),
                         "closing a run left open by the previous process");
         pthread_mutex_unlock(&w->mu);
         agent_report(w, "FinishRun", path, key, body);
@@ -536,9 +535,8 @@ static void metrics_setup(cstl_worker *w, cstl_metrics *reg)
     cstl_metric_family *f =
         cstl_metrics_gauge(reg, "worker_jobs_running", "jobs running on this worker", NULL, &err);
     w->m_running = f ? cstl_metrics_child(f, NULL) : NULL;
-    w->m_runs = cstl_metrics_counter(reg, "worker_runs_total",
-                                     "runs ended on this worker, by reported outcome", outcome,
-                                     &err);
+    w->m_runs = cstl_metrics_counter(
+        reg, "worker_runs_total", "runs ended on this worker, by reported outcome", outcome, &err);
     f = cstl_metrics_counter(reg, "worker_log_lines_total",
                              "job output lines produced to constellation.jobs.logs", NULL, &err);
     w->m_lines = f ? cstl_metrics_child(f, NULL) : NULL;

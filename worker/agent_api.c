@@ -12,19 +12,18 @@
  *
  * Thread: the API thread only, except agent_report (any thread, under the agent's mutex).
  */
-#include "worker/agent_internal.h"
-
 #include "platform/log.h"
+#include "worker/agent_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define API_TIMEOUT_MS      15000
-#define API_BACKOFF_MIN_MS  200
-#define API_BACKOFF_MAX_MS  5000
-#define API_NOT_FOUND_MS    30000
+#define API_TIMEOUT_MS     15000
+#define API_BACKOFF_MIN_MS 200
+#define API_BACKOFF_MAX_MS 5000
+#define API_NOT_FOUND_MS   30000
 
 static int64_t mono_ms(void)
 {
@@ -71,7 +70,8 @@ static bool api_sleep(cstl_worker *w, int ms)
     return atomic_load(&w->api_stop);
 }
 
-/* One call; returns the status (0 when no answer came) and logs transport failures once a minute. */
+/* One call; returns the status (0 when no answer came) and logs transport failures once a minute.
+ */
 static int call(cstl_worker *w, const char *path, const char *key, const char *body, char **answer)
 {
     cstl_http_header h[2] = {{"Authorization", w->authorization}, {"Idempotency-Key", key}};
@@ -105,11 +105,10 @@ static json_t *registration_body(const cstl_worker *w)
 {
     json_t *gpus = json_array();
     for (int i = 0; i < w->n_gpus; i++)
-        json_array_append_new(gpus, json_pack("{s:s,s:s,s:I,s:s}", "uuid", w->gpus[i].uuid,
-                                              "model", w->gpus[i].model, "memory_mib",
+        json_array_append_new(gpus, json_pack("{s:s,s:s,s:I,s:s}", "uuid", w->gpus[i].uuid, "model",
+                                              w->gpus[i].model, "memory_mib",
                                               (json_int_t)w->gpus[i].memory_mib,
-                                              "compute_capability",
-                                              w->gpus[i].compute_capability));
+                                              "compute_capability", w->gpus[i].compute_capability));
     return json_pack("{s:s,s:s,s:o}", "worker_id", w->worker_id, "hostname", w->hostname, "gpus",
                      gpus);
 }
@@ -195,14 +194,13 @@ static bool send_report(cstl_worker *w, report *r, int64_t first_try_ms)
     const char *outcome = NULL;
     if (status == 200 || status == 201)
         outcome = "accepted";
-    else if (final_status(status) ||
-             (status == 404 && mono_ms() - first_try_ms > API_NOT_FOUND_MS))
+    else if (final_status(status) || (status == 404 && mono_ms() - first_try_ms > API_NOT_FOUND_MS))
         outcome = "refused";
     if (outcome != NULL && strcmp(outcome, "refused") == 0)
-        cstl_log_fields(CSTL_LOG_WARN, "worker",
-                        json_pack("{s:s,s:s,s:i}", "report", r->what, "path", r->path, "status",
-                                  status),
-                        "the command API refused a report: %.300s", answer ? answer : "");
+        cstl_log_fields(
+            CSTL_LOG_WARN, "worker",
+            json_pack("{s:s,s:s,s:i}", "report", r->what, "path", r->path, "status", status),
+            "the command API refused a report: %.300s", answer ? answer : "");
     free(answer);
     if (outcome != NULL && w->m_reports != NULL) {
         const char *values[] = {r->what, outcome};

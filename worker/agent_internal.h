@@ -12,6 +12,7 @@
 #include "worker/runner.h"
 
 #include <jansson.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -65,7 +66,7 @@ struct cstl_worker {
 
     pthread_mutex_t mu;
     pthread_cond_t wake; /* the API thread waits on it */
-    json_t *jobs; /* job id -> {"argv", "environment", "limit", "tenant"} of live jobs */
+    json_t *jobs;        /* job id -> {"argv", "environment", "limit", "tenant"} of live jobs */
     json_t *mine; /* job id -> {"run", "gpus", "started", "launched", "ended": "" | outcome} */
     run_slot *runs;
     report *reports, *reports_tail;
@@ -86,7 +87,8 @@ struct cstl_worker {
 };
 
 /* Queues a report (body: owned JSON, stolen). Thread-safe (takes w->mu). */
-void agent_report(cstl_worker *w, const char *what, const char *path, const char *key, json_t *body);
+void agent_report(
+    cstl_worker *w, const char *what, const char *path, const char *key, json_t *body);
 
 /* The API thread: registration, heartbeats, reports. */
 void *agent_api_main(void *arg);

@@ -112,8 +112,9 @@ static int parse_group(char *group, const char *worker_id, cstl_gpu *out, int *n
                               "DIGITS.DIGITS (1 to 3 digits each), e.g. \"9.0\"",
                               cc, model);
     if (*n + count > CSTL_GPU_MAX)
-        return cstl_error_set(err, CSTL_ECONFIG, "fake gpus: more than %d GPUs in all (%ld more "
-                                                 "after %d)",
+        return cstl_error_set(err, CSTL_ECONFIG,
+                              "fake gpus: more than %d GPUs in all (%ld more "
+                              "after %d)",
                               CSTL_GPU_MAX, count, *n);
     for (long i = 0; i < count; i++) {
         cstl_gpu *g = &out[(*n)++];
@@ -131,11 +132,8 @@ static int parse_group(char *group, const char *worker_id, cstl_gpu *out, int *n
     return 0;
 }
 
-int cstl_gpu_parse_fake(const char *spec,
-                        const char *worker_id,
-                        cstl_gpu out[CSTL_GPU_MAX],
-                        int *n,
-                        cstl_error *err)
+int cstl_gpu_parse_fake(
+    const char *spec, const char *worker_id, cstl_gpu out[CSTL_GPU_MAX], int *n, cstl_error *err)
 {
     *n = 0;
     size_t len = strlen(spec);
@@ -153,8 +151,7 @@ int cstl_gpu_parse_fake(const char *spec,
         if (comma != NULL)
             *comma = '\0';
         if (*p == '\0')
-            rc = cstl_error_set(err, CSTL_ECONFIG, "fake gpus: \"%.64s\" has an empty group",
-                                spec);
+            rc = cstl_error_set(err, CSTL_ECONFIG, "fake gpus: \"%.64s\" has an empty group", spec);
         else
             rc = parse_group(p, worker_id, out, n, err);
         if (comma == NULL)
@@ -169,7 +166,7 @@ int cstl_gpu_parse_fake(const char *spec,
 
 /* ---- NVML -------------------------------------------------------------------------------- */
 
-typedef int nvml_return;             /* nvmlReturn_t: 0 is NVML_SUCCESS */
+typedef int nvml_return;                 /* nvmlReturn_t: 0 is NVML_SUCCESS */
 typedef struct nvml_device *nvml_device; /* nvmlDevice_t */
 typedef struct nvml_memory {
     unsigned long long total, free, used; /* bytes */
@@ -250,8 +247,8 @@ int cstl_nvml_discover(cstl_nvml *nvml, cstl_gpu out[CSTL_GPU_MAX], int *n, cstl
     unsigned int count = 0;
     nvml_return rc = nvml->count(&count);
     if (rc != 0)
-        return cstl_error_set(err, CSTL_EINTERNAL, "nvmlDeviceGetCount_v2 failed with NVML error %d",
-                              rc);
+        return cstl_error_set(err, CSTL_EINTERNAL,
+                              "nvmlDeviceGetCount_v2 failed with NVML error %d", rc);
     if (count > CSTL_GPU_MAX)
         count = CSTL_GPU_MAX;
     for (unsigned int i = 0; i < count; i++) {
@@ -263,8 +260,9 @@ int cstl_nvml_discover(cstl_nvml *nvml, cstl_gpu out[CSTL_GPU_MAX], int *n, cstl
             (rc = nvml->name(dev, name, sizeof(name))) != 0 ||
             (rc = nvml->memory(dev, &mem)) != 0 ||
             (rc = nvml->capability(dev, &major, &minor)) != 0)
-            return cstl_error_set(err, CSTL_EINTERNAL, "reading GPU %u through NVML failed with "
-                                                       "NVML error %d",
+            return cstl_error_set(err, CSTL_EINTERNAL,
+                                  "reading GPU %u through NVML failed with "
+                                  "NVML error %d",
                                   i, rc);
         cstl_gpu *g = &out[(*n)++];
         memset(g, 0, sizeof(*g));

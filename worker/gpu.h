@@ -22,8 +22,8 @@
 #define CSTL_GPU_MEMORY_MAX 1048576 /* MiB of one GPU (the RegisterWorker rule) */
 
 typedef struct cstl_gpu {
-    char uuid[80];   /* "GPU-…" */
-    char model[65];  /* "H100" or NVML's name */
+    char uuid[80];  /* "GPU-…" */
+    char model[65]; /* "H100" or NVML's name */
     int64_t memory_mib;
     char compute_capability[16]; /* "9.0" */
     int nvml_index;              /* -1 for a fake GPU */
@@ -40,11 +40,8 @@ typedef struct cstl_gpu_telemetry {
  * Parses a fake GPU spec for worker_id into out (capacity CSTL_GPU_MAX). Returns 0 with *n set, or
  * CSTL_ECONFIG with a message naming the offending value and the limit.
  */
-int cstl_gpu_parse_fake(const char *spec,
-                        const char *worker_id,
-                        cstl_gpu out[CSTL_GPU_MAX],
-                        int *n,
-                        cstl_error *err);
+int cstl_gpu_parse_fake(
+    const char *spec, const char *worker_id, cstl_gpu out[CSTL_GPU_MAX], int *n, cstl_error *err);
 
 typedef struct cstl_nvml cstl_nvml;
 

@@ -39,8 +39,9 @@ int cstl_http_url_parse(const char *text, cstl_http_url *out, cstl_error *err)
     const char *colon = memchr(host, ':', hostport);
     size_t hlen = colon ? (size_t)(colon - host) : hostport;
     if (hlen == 0 || hlen >= sizeof(out->host))
-        return cstl_error_set(err, CSTL_ECONFIG, "url \"%.200s\" has no host or a host over %zu "
-                                                 "bytes",
+        return cstl_error_set(err, CSTL_ECONFIG,
+                              "url \"%.200s\" has no host or a host over %zu "
+                              "bytes",
                               text, sizeof(out->host) - 1);
     memcpy(out->host, host, hlen);
     if (colon != NULL) {
@@ -98,8 +99,8 @@ static int connect_to(const cstl_http_url *url, int64_t deadline, int *fd_out, c
     int rc = CSTL_EUNAVAILABLE;
     int last_errno = 0;
     for (struct addrinfo *ai = res; ai != NULL && rc != 0; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
             continue;
@@ -195,8 +196,9 @@ static int read_line(reader *r, char *out, size_t max, cstl_error *err)
     for (;;) {
         if (r->pos == r->len) {
             if (r->eof)
-                return cstl_error_set(err, CSTL_EIO, "the connection closed inside the response "
-                                                     "head");
+                return cstl_error_set(err, CSTL_EIO,
+                                      "the connection closed inside the response "
+                                      "head");
             int rc = fill(r, err);
             if (rc != 0)
                 return rc;
@@ -282,8 +284,9 @@ static int read_chunked(reader *r, body_buf *b, cstl_error *err)
         if (end == line || errno != 0 || (*end != '\0' && *end != ';'))
             return cstl_error_set(err, CSTL_EPARSE, "malformed chunk size \"%.32s\"", line);
         if (size > CSTL_HTTP_CLIENT_BODY_MAX)
-            return cstl_error_set(err, CSTL_ETOOBIG, "a chunk of %llu bytes is over the %d byte "
-                                                     "cap",
+            return cstl_error_set(err, CSTL_ETOOBIG,
+                                  "a chunk of %llu bytes is over the %d byte "
+                                  "cap",
                                   size, CSTL_HTTP_CLIENT_BODY_MAX);
         if (size == 0)
             break;

@@ -29,8 +29,8 @@ typedef struct cstl_http_url {
 int cstl_http_url_parse(const char *text, cstl_http_url *out, cstl_error *err);
 
 typedef struct cstl_http_response {
-    int status;       /* 100..599 */
-    char *body;       /* NUL-terminated, owned: free with cstl_http_response_free */
+    int status; /* 100..599 */
+    char *body; /* NUL-terminated, owned: free with cstl_http_response_free */
     size_t body_len;
     int retry_after_s; /* Retry-After in seconds, -1 when absent */
 } cstl_http_response;

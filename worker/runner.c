@@ -104,8 +104,8 @@ static void child_exec(const char *program,
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    static const int reset[] = {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1,
-                                SIGUSR2};
+    static const int reset[] = {SIGPIPE, SIGTERM, SIGINT,  SIGHUP,
+                                SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < sizeof(reset) / sizeof(reset[0]); i++)
         signal(reset[i], SIG_DFL);
     int devnull = open("/dev/null", O_RDONLY);

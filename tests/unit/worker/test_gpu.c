@@ -77,8 +77,8 @@ static void expect_bad(const char *spec, const char *needle)
     cstl_error err;
     int rc = cstl_gpu_parse_fake(spec, WORKER, g, &n, &err);
     if (rc != CSTL_ECONFIG || strstr(err.message, needle) == NULL)
-        fail_msg("spec \"%s\": rc %d, message \"%s\" lacks \"%s\"", spec, rc,
-                 rc ? err.message : "", needle);
+        fail_msg("spec \"%s\": rc %d, message \"%s\" lacks \"%s\"", spec, rc, rc ? err.message : "",
+                 needle);
     assert_int_equal(n, 0);
 }
 
@@ -118,8 +118,8 @@ static void test_nvml_absent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_one_group),     cmocka_unit_test(test_groups_and_capability),
-        cmocka_unit_test(test_stable_uuids),  cmocka_unit_test(test_bad_specs),
+        cmocka_unit_test(test_one_group),    cmocka_unit_test(test_groups_and_capability),
+        cmocka_unit_test(test_stable_uuids), cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_nvml_absent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

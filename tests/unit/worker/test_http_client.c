@@ -117,9 +117,8 @@ static int h_echo(cstl_http_request *req, void *ud)
     const char *auth = cstl_http_request_header(req, "Authorization");
     cstl_http_set_header(req, "Retry-After", "3");
     return cstl_http_respond_json(req, 201,
-                                  json_pack("{s:s%,s:s,s:s}", "body", body ? body : "", len,
-                                            "auth", auth ? auth : "", "path",
-                                            cstl_http_request_path(req)));
+                                  json_pack("{s:s%,s:s,s:s}", "body", body ? body : "", len, "auth",
+                                            auth ? auth : "", "path", cstl_http_request_path(req)));
 }
 
 static void test_against_platform_server(void **state)

@@ -201,11 +201,8 @@ static void test_cancel_within_two_seconds(void **state)
     (void)state;
     lines l = {0};
     const char *argv[] = {"sh", "-c", GRANDCHILD, NULL};
-    cstl_run_spec spec = {.argv = argv,
-                          .env = ENV,
-                          .kill_grace_ms = 1000,
-                          .on_line = on_line,
-                          .ud = &l};
+    cstl_run_spec spec = {
+        .argv = argv, .env = ENV, .kill_grace_ms = 1000, .on_line = on_line, .ud = &l};
     cstl_error err;
     cstl_run *r = cstl_run_start(&spec, &err);
     assert_non_null(r);
