@@ -548,8 +548,9 @@ static void metrics_setup(cstl_worker *w, cstl_metrics *reg)
                                         report_labels, &err);
 }
 
-cstl_worker *cstl_worker_new(const cstl_worker_options *o, cstl_error *err)
+cstl_worker *cstl_worker_new(const cstl_worker_options *opts, cstl_error *err)
 {
+    const cstl_worker_options *o = opts;
     cstl_worker *w = cstl_xcalloc(1, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->wake, NULL);

@@ -225,7 +225,7 @@ typedef struct body_buf {
 static int body_append(body_buf *b, const char *data, size_t n, cstl_error *err)
 {
     if (b->len + n > CSTL_HTTP_CLIENT_BODY_MAX)
-        return cstl_error_set(err, CSTL_ETOOBIG, "the response body is over %d bytes",
+        return cstl_error_set(err, CSTL_ETOOBIG, "the response body is over %zu bytes",
                               CSTL_HTTP_CLIENT_BODY_MAX);
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
@@ -285,7 +285,7 @@ static int read_chunked(reader *r, body_buf *b, cstl_error *err)
             return cstl_error_set(err, CSTL_EPARSE, "malformed chunk size \"%.32s\"", line);
         if (size > CSTL_HTTP_CLIENT_BODY_MAX)
             return cstl_error_set(err, CSTL_ETOOBIG,
-                                  "a chunk of %llu bytes is over the %d byte "
+                                  "a chunk of %llu bytes is over the %zu byte "
                                   "cap",
                                   size, CSTL_HTTP_CLIENT_BODY_MAX);
         if (size == 0)
@@ -306,16 +306,17 @@ static int read_chunked(reader *r, body_buf *b, cstl_error *err)
             return 0;
         head += strlen(line);
         if (head > CSTL_HTTP_CLIENT_HEAD_MAX)
-            return cstl_error_set(err, CSTL_ETOOBIG, "the trailers are over %d bytes",
+            return cstl_error_set(err, CSTL_ETOOBIG, "the trailers are over %zu bytes",
                                   CSTL_HTTP_CLIENT_HEAD_MAX);
     }
 }
 
 static int parse_status(const char *line, int *status, cstl_error *err)
 {
-    if (strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
-        !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
-        !isdigit((unsigned char)line[11]) || (line[12] != ' ' && line[12] != '\0'))
+    if (strlen(line) < 12 || strncmp(line, "HTTP/1.", 7) != 0 ||
+        (line[7] != '0' && line[7] != '1') || line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
+        !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
+        (line[12] != ' ' && line[12] != '\0'))
         return cstl_error_set(err, CSTL_EPARSE, "malformed status line \"%.64s\"", line);
     *status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
     if (*status < 100)
@@ -344,8 +345,8 @@ static int parse_header(const char *line, head_info *h, cstl_error *err)
         long long n = strtoll(v, &end, 10);
         if (end == v || errno != 0 || n < 0 || (*end != '\0' && *end != ' '))
             return cstl_error_set(err, CSTL_EPARSE, "malformed Content-Length \"%.32s\"", v);
-        if (n > CSTL_HTTP_CLIENT_BODY_MAX)
-            return cstl_error_set(err, CSTL_ETOOBIG, "the response body of %lld bytes is over %d",
+        if ((unsigned long long)n > CSTL_HTTP_CLIENT_BODY_MAX)
+            return cstl_error_set(err, CSTL_ETOOBIG, "the response body of %lld bytes is over %zu",
                                   n, CSTL_HTTP_CLIENT_BODY_MAX);
         h->content_length = n;
     } else if (nlen == 17 && strncasecmp(line, "Transfer-Encoding", 17) == 0) {
@@ -361,7 +362,7 @@ static int parse_header(const char *line, head_info *h, cstl_error *err)
 
 static int read_response(reader *r, const char *method, cstl_http_response *resp, cstl_error *err)
 {
-    char line[CSTL_HTTP_CLIENT_HEAD_MAX];
+    char line[CSTL_HTTP_CLIENT_HEAD_MAX] = {0};
     int rc;
     /* 1xx interim responses are skipped */
     do {
@@ -377,7 +378,7 @@ static int read_response(reader *r, const char *method, cstl_http_response *resp
                 break;
             head += strlen(line) + 2;
             if (head > CSTL_HTTP_CLIENT_HEAD_MAX)
-                return cstl_error_set(err, CSTL_ETOOBIG, "the response head is over %d bytes",
+                return cstl_error_set(err, CSTL_ETOOBIG, "the response head is over %zu bytes",
                                       CSTL_HTTP_CLIENT_HEAD_MAX);
             if ((rc = parse_header(line, &h, err)) != 0)
                 return rc;

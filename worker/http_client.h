@@ -15,8 +15,8 @@
 
 #include <stddef.h>
 
-#define CSTL_HTTP_CLIENT_HEAD_MAX (16 * 1024)
-#define CSTL_HTTP_CLIENT_BODY_MAX (1024 * 1024)
+#define CSTL_HTTP_CLIENT_HEAD_MAX ((size_t)16 * 1024)
+#define CSTL_HTTP_CLIENT_BODY_MAX ((size_t)1024 * 1024)
 
 /* A parsed http:// URL: host, port (default 80) and a path prefix without a final '/'. */
 typedef struct cstl_http_url {

@@ -308,8 +308,9 @@ static bool reap_group(cstl_run *r, int *main_status, bool *main_done)
     }
 }
 
-void cstl_run_wait(cstl_run *r, cstl_run_result *res)
+void cstl_run_wait(cstl_run *run, cstl_run_result *res)
 {
+    cstl_run *r = run;
     memset(res, 0, sizeof(*res));
     res->started_us = r->started_us;
     res->exit_code = -1;
@@ -337,11 +338,8 @@ void cstl_run_wait(cstl_run *r, cstl_run_result *res)
             kill_at = now + (spec->kill_grace_ms > 0 ? spec->kill_grace_ms : 0);
         }
         gone = reap_group(r, &main_status, &main_done);
-        if (main_done && killed_at < 0) {
-            /* the main process is gone: nothing of the job may outlive it */
-            kill(-r->pid, SIGKILL);
-            killed_at = now;
-        } else if (kill_at >= 0 && now >= kill_at && killed_at < 0) {
+        /* the grace is over, or the main process is gone: nothing of the job may outlive it */
+        if (killed_at < 0 && (main_done || (kill_at >= 0 && now >= kill_at))) {
             kill(-r->pid, SIGKILL);
             killed_at = now;
         }

@@ -213,7 +213,7 @@ static void test_caps_and_malformed(void **state)
     char *long_head = malloc(n + 64);
     int k = snprintf(long_head, n + 64, "HTTP/1.1 200 OK\r\nX-Long: ");
     memset(long_head + k, 'a', n);
-    memcpy(long_head + k + n, "\r\n\r\n", 4);
+    snprintf(long_head + k + n, 64, "\r\n\r\n");
     raw_start(&s, long_head, (size_t)k + n + 4);
     assert_int_equal(raw_request(&s, 2000, &r, &err), CSTL_ETOOBIG);
     raw_stop(&s);
