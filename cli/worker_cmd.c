@@ -1,6 +1,7 @@
 /*
  * worker_cmd.c - `constellation worker`: the GPU worker agent (worker/agent.h) with /healthz,
- * /readyz (ready once registered and caught up with the jobs log) and /metrics on
+ * /readyz (ready once caught up with the jobs log; the registration shows in the
+ * worker_registered gauge) and /metrics on
  * CONSTELLATION_WORKER_ADDR.
  *
  * Threads: start/stop on the service's main thread; the agent runs its own threads.
@@ -50,8 +51,7 @@ static int worker_ready(cli_service *svc, cstl_error *why)
 {
     cstl_worker *w = svc->state;
     if (w == NULL || !cstl_worker_ready(w))
-        return cstl_error_set(why, CSTL_EUNAVAILABLE,
-                              "registering with the command API and reading the jobs log");
+        return cstl_error_set(why, CSTL_EUNAVAILABLE, "reading the jobs log");
     return 0;
 }
 

@@ -543,6 +543,10 @@ static void metrics_setup(cstl_worker *w, cstl_metrics *reg)
     f = cstl_metrics_counter(reg, "worker_log_lines_dropped_total",
                              "job output lines that could not be queued to Kafka", NULL, &err);
     w->m_lines_dropped = f ? cstl_metrics_child(f, NULL) : NULL;
+    f = cstl_metrics_gauge(reg, "worker_registered",
+                           "1 while the command API has accepted this worker's registration", NULL,
+                           &err);
+    w->m_registered = f ? cstl_metrics_child(f, NULL) : NULL;
     w->m_reports = cstl_metrics_counter(reg, "worker_reports_total",
                                         "run reports sent to the command API, by final answer",
                                         report_labels, &err);
@@ -602,7 +606,12 @@ int cstl_worker_start(cstl_worker *w, cstl_error *err)
 
 bool cstl_worker_ready(cstl_worker *w)
 {
-    return atomic_load(&w->registered) && atomic_load(&w->caught_up);
+    return atomic_load(&w->caught_up);
+}
+
+bool cstl_worker_registered(cstl_worker *w)
+{
+    return atomic_load(&w->registered);
 }
 
 void cstl_worker_stop(cstl_worker *w, int drain_ms)

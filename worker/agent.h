@@ -48,8 +48,12 @@ const char *cstl_worker_id(const cstl_worker *w);
 /* Starts the threads. 0 or CSTL_EINTERNAL. */
 int cstl_worker_start(cstl_worker *w, cstl_error *err);
 
-/* True once registered and the jobs log has been read to the end seen at start. */
+/* True once the jobs log has been read to the end seen at start (registered or not: the
+ * registration is retried until the command API accepts it). Thread-safe. */
 bool cstl_worker_ready(cstl_worker *w);
+
+/* True while the command API has accepted the registration. Thread-safe. */
+bool cstl_worker_registered(cstl_worker *w);
 
 /*
  * Stops: no new runs; every running job's group is stopped (SIGTERM, SIGKILL after the grace)

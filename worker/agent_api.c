@@ -173,11 +173,16 @@ static void do_heartbeat(cstl_worker *w)
     snprintf(path, sizeof(path), "/v1/workers/%s/heartbeat", w->worker_id);
     int status = call(w, path, NULL, text, &answer);
     free(text);
-    if (status == 404) { /* the API does not know us (any more): register again */
+    static _Thread_local int not_found;
+    not_found = status == 404 ? not_found + 1 : 0;
+    /* the API does not know us (any more): register again; once may be its view still catching
+     * up with our registration */
+    if (not_found >= 3) {
+        not_found = 0;
         pthread_mutex_lock(&w->mu);
         w->need_register = true;
         pthread_mutex_unlock(&w->mu);
-    } else if (status != 0 && status != 202) {
+    } else if (status != 0 && status != 202 && status != 404) {
         cstl_log(CSTL_LOG_WARN, "worker", "heartbeat answered %d: %.300s", status,
                  answer ? answer : "");
     }
@@ -249,11 +254,16 @@ void *agent_api_main(void *arg)
         bool again = w->need_register;
         w->need_register = false;
         pthread_mutex_unlock(&w->mu);
-        if (again)
+        if (again) {
             atomic_store(&w->registered, false);
+            if (w->m_registered != NULL)
+                cstl_metrics_gauge_set(w->m_registered, 0);
+        }
         if (!atomic_load(&w->registered)) {
             if (do_register(w)) {
                 atomic_store(&w->registered, true);
+                if (w->m_registered != NULL)
+                    cstl_metrics_gauge_set(w->m_registered, 1);
                 heartbeat_due = 0;
                 backoff = API_BACKOFF_MIN_MS;
             } else {

@@ -80,6 +80,7 @@ struct cstl_worker {
     pthread_t follower, api;
 
     cstl_metric *m_running;
+    cstl_metric *m_registered;
     cstl_metric_family *m_runs;
     cstl_metric *m_lines;
     cstl_metric *m_lines_dropped;

@@ -70,7 +70,14 @@ start_worker() { # start_worker NAME: 2 fake GPUs of the test's model
     CONSTELLATION_WORKER_HOSTNAME="$model-$1" "$bin" worker --fake-gpus "2x$model:81920" \
         2>>"$work/worker-$1.log" &
     wpid[$1]=$!
-    ready_addr "$work/worker-$1.log" "worker $1" >/dev/null
+    local a
+    a=$(ready_addr "$work/worker-$1.log" "worker $1")
+    # jobs for the model are admitted only once a worker with it is registered
+    for _ in $(seq 1 300); do
+        curl -s "http://$a/metrics" | grep -q '^worker_registered 1' && return 0
+        sleep 0.1
+    done
+    fail "worker $1 never registered"
 }
 
 : >"$work/scheduler.log"
