@@ -39,13 +39,13 @@ static void *runner_main(void *arg)
 static int handle_queue(cstl_http_request *req, void *ud)
 {
     scheduler_state *st = ud;
-    return cstl_http_respond_json(req, 200,
-                                  json_pack("{s:o}", "jobs", cstl_scheduler_runner_queue(st->runner)));
+    return cstl_http_respond_json(
+        req, 200, json_pack("{s:o}", "jobs", cstl_scheduler_runner_queue(st->runner)));
 }
 
 /* Parses "TENANT=WEIGHT,..." into tenants (new strings) and weights, at most max. */
-static int parse_weights(const char *spec, char **tenants, double *weights, size_t *n, size_t max,
-                         cstl_error *err)
+static int parse_weights(
+    const char *spec, char **tenants, double *weights, size_t *n, size_t max, cstl_error *err)
 {
     *n = 0;
     const char *p = spec;
@@ -94,8 +94,8 @@ static int scheduler_start(cli_service *svc, cstl_error *err)
                    .timeout_grace_s = cfg->scheduler_timeout_grace_s},
         .timeout_ms = cfg->kafka_timeout_ms,
         .metrics = svc->metrics};
-    int rc = parse_weights(cfg->scheduler_tenant_weights, tenants, weights, &nweights, MAX_WEIGHTS,
-                           err);
+    int rc =
+        parse_weights(cfg->scheduler_tenant_weights, tenants, weights, &nweights, MAX_WEIGHTS, err);
     if (rc == 0) {
         char client_instance[160];
         snprintf(client_instance, sizeof(client_instance), "%s-scheduler", cfg->instance_id);

@@ -17,6 +17,7 @@
 #include "platform/shutdown.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct service_def {
@@ -41,7 +42,7 @@ static const service_def services[] = {
     {"scheduler", ADDR(scheduler_addr), 1, 0, "the scheduler: places queued jobs on free GPUs",
      &cli_scheduler_hooks},
     {"mcp", ADDR(mcp_addr), 1, 1, "the MCP server for chatbot agents"},
-    {"worker", ADDR(worker_addr), 1, 0, "the GPU worker agent"},
+    {"worker", ADDR(worker_addr), 1, 0, "the GPU worker agent", &cli_worker_hooks},
 };
 
 #undef ADDR
@@ -122,6 +123,10 @@ static void usage(const service_def *def)
         "\nSettings: `constellation config reference`.\n",
         def->name, def->summary, var, def->needs_kafka ? " Kafka" : "",
         def->needs_pg ? " PostgreSQL" : "");
+    if (strcmp(def->name, "worker") == 0)
+        printf("\n--fake-gpus SPEC  offer fake GPUs instead of NVML's, e.g. 4xH100:81920 or\n"
+               "                  2xA100:40960,1xL4:24576 (CONSTELLATION_WORKER_FAKE_GPUS); see "
+               "docs/worker.md\n");
 }
 
 static int service_open_dependencies(service *svc, cstl_error *err)
@@ -261,6 +266,19 @@ int cli_run_service(int argc, char **argv)
     if (cli_wants_help(argc, argv)) {
         usage(def);
         return CLI_EXIT_OK;
+    }
+    /* `constellation worker --fake-gpus SPEC` is CONSTELLATION_WORKER_FAKE_GPUS=SPEC */
+    if (strcmp(def->name, "worker") == 0 && argc > 1 && strncmp(argv[1], "--fake-gpus", 11) == 0) {
+        const char *spec = argv[1][11] == '=' ? argv[1] + 12 : argv[1][11] == '\0' ? argv[2] : NULL;
+        if (spec == NULL || spec[0] == '\0') {
+            fprintf(stderr, "constellation: worker: --fake-gpus needs a spec such as "
+                            "4xH100:81920 (see --help)\n");
+            return CLI_EXIT_USAGE;
+        }
+        setenv("CONSTELLATION_WORKER_FAKE_GPUS", spec, 1);
+        int used = argv[1][11] == '=' ? 1 : 2;
+        argc -= used;
+        argv += used;
     }
     if (argc > 1) {
         fprintf(stderr, "constellation: %s: unexpected argument \"%s\" (see --help)\n", def->name,

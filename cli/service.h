@@ -44,6 +44,9 @@ extern const cli_service_hooks cli_commands_hooks;
 /* The scheduler's hooks (cli/scheduler_cmd.c). */
 extern const cli_service_hooks cli_scheduler_hooks;
 
+/* The worker agent's hooks (cli/worker_cmd.c). */
+extern const cli_service_hooks cli_worker_hooks;
+
 /* The query API's hooks (cli/queries_cmd.c). */
 extern const cli_service_hooks cli_queries_hooks;
 

@@ -102,6 +102,22 @@ const cstl_api_field cstl_api_heartbeat_fields[] = {
     {0},
 };
 
+const cstl_api_field cstl_api_start_run_fields[] = {
+    {.name = "worker_id", .type = CSTL_API_STRING, .required = true, .max = 36},
+    {.name = "started_at", .type = CSTL_API_LONG, .required = true},
+    {0},
+};
+
+const cstl_api_field cstl_api_finish_run_fields[] = {
+    {.name = "worker_id", .type = CSTL_API_STRING, .required = true, .max = 36},
+    {.name = "outcome", .type = CSTL_API_STRING, .required = true, .max = 32},
+    {.name = "exit_code", .type = CSTL_API_INT}, /* left out: null */
+    {.name = "failure_reason", .type = CSTL_API_STRING_NULL, .def = "null", .max = 32},
+    {.name = "finished_at", .type = CSTL_API_LONG, .required = true},
+    {.name = "gpu_seconds", .type = CSTL_API_LONG, .required = true},
+    {0},
+};
+
 const cstl_api_field cstl_api_drain_gpu_fields[] = {
     {.name = "reason", .type = CSTL_API_STRING, .required = true, .max = 1024},
     {0},

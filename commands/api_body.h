@@ -64,6 +64,8 @@ extern const cstl_api_field cstl_api_cancel_job_fields[];
 extern const cstl_api_field cstl_api_change_priority_fields[];
 extern const cstl_api_field cstl_api_register_worker_fields[];
 extern const cstl_api_field cstl_api_heartbeat_fields[];
+extern const cstl_api_field cstl_api_start_run_fields[];
+extern const cstl_api_field cstl_api_finish_run_fields[];
 extern const cstl_api_field cstl_api_drain_gpu_fields[];
 extern const cstl_api_field cstl_api_resume_gpu_fields[];
 extern const cstl_api_field cstl_api_create_tenant_fields[];

@@ -54,6 +54,50 @@ static int prepare_job(api_call *c)
     return 0;
 }
 
+/*
+ * A worker's report on a run (StartRun, FinishRun). The job belongs to a tenant other than the
+ * worker's, so the command runs in the job's tenant, and only for the run's own worker: the run
+ * in the path must be the job's current run, assigned to the body's worker_id, and that worker
+ * must be registered by the caller's tenant. Anything else is 404, so a worker learns nothing about
+ * runs that are not its own.
+ */
+static int prepare_run_report(api_call *c)
+{
+    const char *run_param = cstl_http_request_param(c->req, "run_id");
+    const char *worker_given = json_string_value(json_object_get(c->payload, "worker_id"));
+    cstl_uuid u;
+    char job_id[37], run_id[37], worker_id[37], run_worker[37], job_tenant[37], worker_tenant[37];
+    if (run_param == NULL || cstl_uuid_parse(run_param, &u) != 0)
+        return api_problem(c->req, 400, "malformed-request", "malformed request",
+                           "the path parameter \"run_id\" must be a UUID, got \"%.64s\"",
+                           run_param ? run_param : ""),
+               -1;
+    cstl_uuid_format(&u, run_id);
+    if (worker_given == NULL || cstl_uuid_parse(worker_given, &u) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "worker_id must be a UUID, got \"%.64s\"",
+                 worker_given ? worker_given : "");
+        return api_invalid(c->req, "worker_id", "invalid_format", msg), -1;
+    }
+    cstl_uuid_format(&u, worker_id);
+    cstl_uuid_parse(cstl_http_request_param(c->req, "id"), &u);
+    cstl_uuid_format(&u, job_id);
+    if (cstl_views_run(c->api->views, job_id, run_id, run_worker, job_tenant) != 0 ||
+        strcmp(run_worker, worker_id) != 0 ||
+        cstl_views_worker(c->api->views, worker_id, worker_tenant) != 0 ||
+        strcmp(worker_tenant, c->who.tenant_id) != 0 || job_tenant[0] == '\0')
+        return api_problem(c->req, 404, "not-found", "not found",
+                           "no run \"%s\" of job \"%s\" is assigned to worker \"%s\"", run_id,
+                           job_id, worker_id),
+               -1;
+    snprintf(c->tenant_id, sizeof(c->tenant_id), "%s", job_tenant);
+    snprintf(c->aggregate_id, sizeof(c->aggregate_id), "%s", job_id);
+    json_object_del(c->payload, "worker_id");
+    json_object_set_new(c->payload, "job_id", json_string(job_id));
+    json_object_set_new(c->payload, "run_id", json_string(run_id));
+    return 0;
+}
+
 /* ---- fleet ------------------------------------------------------------------------------- */
 
 static int prepare_register_worker(api_call *c)
@@ -243,6 +287,22 @@ static const api_endpoint endpoints[] = {
      .fields = cstl_api_change_priority_fields,
      .if_match = true,
      .prepare = prepare_job},
+    {.method = "POST",
+     .pattern = "/v1/jobs/{id}/runs/{run_id}/start",
+     .action = "report runs",
+     .perms = PERMS(CSTL_PERM_WORKER_REPORT),
+     .context = "jobs",
+     .command_type = "StartRun",
+     .fields = cstl_api_start_run_fields,
+     .prepare = prepare_run_report},
+    {.method = "POST",
+     .pattern = "/v1/jobs/{id}/runs/{run_id}/finish",
+     .action = "report runs",
+     .perms = PERMS(CSTL_PERM_WORKER_REPORT),
+     .context = "jobs",
+     .command_type = "FinishRun",
+     .fields = cstl_api_finish_run_fields,
+     .prepare = prepare_run_report},
     {.method = "POST",
      .pattern = "/v1/workers",
      .action = "register workers",

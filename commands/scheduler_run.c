@@ -23,7 +23,7 @@
 #include <time.h>
 
 #define HEARTBEATS_TOPIC "constellation.fleet.heartbeats"
-#define RESEND_US (5 * 1000000LL)
+#define RESEND_US        (5 * 1000000LL)
 
 struct cstl_scheduler_runner {
     cstl_scheduler *state;
@@ -89,9 +89,9 @@ cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_opt
     r->queue = json_array();
     if (opts->metrics != NULL) {
         static const char *const labels[] = {"command", "outcome", NULL};
-        r->commands = cstl_metrics_counter(opts->metrics, "scheduler_commands_total",
-                                           "commands sent by the scheduler, by outcome", labels,
-                                           NULL);
+        r->commands =
+            cstl_metrics_counter(opts->metrics, "scheduler_commands_total",
+                                 "commands sent by the scheduler, by outcome", labels, NULL);
         cstl_metric_family *q = cstl_metrics_gauge(opts->metrics, "scheduler_queued_jobs",
                                                    "queued jobs at the last plan", NULL, NULL);
         r->queued = q != NULL ? cstl_metrics_child(q, NULL) : NULL;
@@ -159,8 +159,8 @@ static int send_command(cstl_scheduler_runner *r, const cstl_sched_command *c, b
 }
 
 /* ReserveGpus, then AssignJob; an AssignJob refused gives the GPUs back. */
-static void place(cstl_scheduler_runner *r, const cstl_sched_command *reserve,
-                  const cstl_sched_command *assign)
+static void
+place(cstl_scheduler_runner *r, const cstl_sched_command *reserve, const cstl_sched_command *assign)
 {
     const char *job_id = assign->aggregate_id;
     if (send_command(r, reserve, true) != 0) {
@@ -243,8 +243,8 @@ int cstl_scheduler_runner_run(cstl_scheduler_runner *r, cstl_error *err)
         }
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        long long ms = (long long)(now.tv_sec - last.tv_sec) * 1000 +
-                       (now.tv_nsec - last.tv_nsec) / 1000000;
+        long long ms =
+            (long long)(now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000;
         if (n == 0 && ms < r->tick_ms)
             continue;
         plan_and_send(r);

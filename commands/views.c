@@ -46,7 +46,12 @@ struct cstl_views {
     json_t *tenants; /* tenant id -> {"suspended": bool} */
     json_t *workers; /* worker id -> {"tenant": id, "gpus": [uuid...], "count": n, "memory": mib} */
     json_t *gpus;    /* gpu uuid -> worker id */
+    json_t *runs;    /* job id -> {"run": id, "worker": id, "tenant": id, "ended": wall us or 0} */
+    long runs_applied; /* job events applied, for the periodic sweep of ended runs */
 };
+
+#define VIEWS_RUN_KEEP_US (3600LL * 1000000) /* an ended run stays known for an hour */
+#define VIEWS_SWEEP_EVERY 4096               /* job events between sweeps */
 
 /* ---- applying events --------------------------------------------------------------------- */
 
@@ -107,9 +112,63 @@ apply_worker_registered(cstl_views *v, const json_t *data, const char *tenant_id
     return 0;
 }
 
+static int64_t views_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Forgets runs that ended more than VIEWS_RUN_KEEP_US ago; a retried report of one is 404. */
+static void runs_sweep(cstl_views *v)
+{
+    int64_t cut = views_now_us() - VIEWS_RUN_KEEP_US;
+    const char *k;
+    json_t *r, *tmp;
+    json_object_foreach_safe(v->runs, tmp, k, r)
+    {
+        json_int_t ended = json_integer_value(json_object_get(r, "ended"));
+        if (ended > 0 && ended < cut)
+            json_object_del(v->runs, k);
+    }
+}
+
+/* The runs view: the current run of each job (its worker and tenant), for the workers' reports. */
+static int apply_job_event(
+    cstl_views *v, const char *type, const json_t *data, const char *tenant_id, cstl_error *err)
+{
+    if (++v->runs_applied % VIEWS_SWEEP_EVERY == 0)
+        runs_sweep(v);
+    if (strcmp(type, "JobAssigned") == 0) {
+        const char *job = str_field(data, "job_id", type, err);
+        const char *run = job ? str_field(data, "run_id", type, err) : NULL;
+        const char *worker = run ? str_field(data, "worker_id", type, err) : NULL;
+        if (worker == NULL)
+            return CSTL_EDECODE;
+        json_object_set_new(v->runs, job,
+                            json_pack("{s:s,s:s,s:s,s:I}", "run", run, "worker", worker, "tenant",
+                                      tenant_id ? tenant_id : "", "ended", (json_int_t)0));
+        return 0;
+    }
+    /* the run ends (RunFinished) or is abandoned (requeued, failed without a report) */
+    bool ends = strcmp(type, "RunFinished") == 0 || strcmp(type, "JobRequeued") == 0 ||
+                strcmp(type, "JobFailed") == 0 || strcmp(type, "JobSucceeded") == 0;
+    if (!ends)
+        return 0;
+    const char *job = str_field(data, "job_id", type, err);
+    if (job == NULL)
+        return CSTL_EDECODE;
+    json_t *r = json_object_get(v->runs, job);
+    if (r != NULL && json_integer_value(json_object_get(r, "ended")) == 0)
+        json_object_set_new(r, "ended", json_integer(views_now_us()));
+    return 0;
+}
+
 static int apply_locked(
     cstl_views *v, const char *type, const json_t *data, const char *tenant_id, cstl_error *err)
 {
+    if (strncmp(type, "Job", 3) == 0 || strncmp(type, "Run", 3) == 0)
+        return apply_job_event(v, type, data, tenant_id, err);
     if (strcmp(type, "TenantCreated") == 0) {
         const char *id = str_field(data, "tenant_id", type, err);
         if (id == NULL)
@@ -219,6 +278,22 @@ int cstl_views_gpu_worker(cstl_views *v,
     return rc;
 }
 
+int cstl_views_run(
+    cstl_views *v, const char *job_id, const char *run_id, char worker_out[37], char tenant_out[37])
+{
+    int rc = CSTL_ENOTFOUND;
+    pthread_mutex_lock(&v->mu);
+    json_t *r = json_object_get(v->runs, job_id);
+    const char *run = json_string_value(json_object_get(r, "run"));
+    if (run != NULL && strcmp(run, run_id) == 0) {
+        copy_id(worker_out, json_string_value(json_object_get(r, "worker")));
+        copy_id(tenant_out, json_string_value(json_object_get(r, "tenant")));
+        rc = 0;
+    }
+    pthread_mutex_unlock(&v->mu);
+    return rc;
+}
+
 int cstl_views_worker(cstl_views *v, const char *worker_id, char tenant_out[37])
 {
     pthread_mutex_lock(&v->mu);
@@ -312,7 +387,7 @@ static void *reader_main(void *arg)
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             mark_done(v, rd_kafka_topic_name(m->rkt), m->partition, m->offset, true);
         } else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            cstl_log(CSTL_LOG_WARN, "views", "reading the tenants and fleet events: %s",
+            cstl_log(CSTL_LOG_WARN, "views", "reading the tenants, fleet and jobs events: %s",
                      rd_kafka_message_errstr(m));
         } else {
             handle_record(v, m);
@@ -327,7 +402,7 @@ static void *reader_main(void *arg)
 static int setup_partitions(cstl_views *v, const char *prefix, int timeout_ms, cstl_error *err)
 {
     static const char *const topics[] = {"constellation.tenants.events",
-                                         "constellation.fleet.events"};
+                                         "constellation.fleet.events", "constellation.jobs.events"};
     rd_kafka_t *rk = cstl_kafka_consumer_handle(v->consumer);
     v->parts = cstl_xcalloc(VIEWS_MAX_PARTITIONS, sizeof(*v->parts));
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(16);
@@ -393,6 +468,7 @@ cstl_views *cstl_views_new(const cstl_views_options *opts, cstl_error *err)
     v->tenants = json_object();
     v->workers = json_object();
     v->gpus = json_object();
+    v->runs = json_object();
     if (opts->brokers == NULL) {
         atomic_store(&v->ready, true);
         return v;
@@ -447,6 +523,7 @@ void cstl_views_free(cstl_views *v)
     json_decref(v->tenants);
     json_decref(v->workers);
     json_decref(v->gpus);
+    json_decref(v->runs);
     pthread_mutex_destroy(&v->mu);
     free(v);
 }

@@ -1,14 +1,18 @@
 /*
  * views.h - what the command API needs to know about the world, kept current from the log.
  *
- * A reader thread consumes every partition of constellation.tenants.events and
- * constellation.fleet.events from the beginning (read_committed, assigned, no consumer group, no
- * committed offsets: the views are rebuilt from the log at every start) and keeps:
+ * A reader thread consumes every partition of constellation.tenants.events,
+ * constellation.fleet.events and constellation.jobs.events from the beginning (read_committed,
+ * assigned, no consumer group, no committed offsets: the views are rebuilt from the log at every
+ * start) and keeps:
  *   - tenants: which exist and which are suspended; their API keys go into the authenticator's key
  *     store (cstl_auth_key_put / _revoke / cstl_auth_tenant_set_suspended);
  *   - fleet: which worker owns which GPU (for /v1/gpus/{uuid}/drain), each worker's tenant, and the
- *     largest GPU count and GPU memory of any registered worker.
- * The views are ready once the reader has reached the end offsets seen at start, so an API key
+ *     largest GPU count and GPU memory of any registered worker;
+ *   - runs (from constellation.jobs.events): each job's current run, its worker and the job's
+ *     tenant, so a worker's report on a run is checked against the run's assignment. A run that
+ *     ended (RunFinished, requeued, failed) is kept for an hour, so a retried report still finds
+ * it. The views are ready once the reader has reached the end offsets seen at start, so an API key
  * issued before the start authenticates from the first request answered as ready.
  *
  * Threads: the reader thread writes, any thread reads (a mutex guards the maps); new, start, stop
@@ -77,6 +81,15 @@ int cstl_views_gpu_worker(cstl_views *v,
 
 /* The tenant of a registered worker (tenant_out may be NULL). 0 or CSTL_ENOTFOUND. */
 int cstl_views_worker(cstl_views *v, const char *worker_id, char tenant_out[37]);
+
+/* The current run of job job_id when it is run_id: the worker it is assigned to and the job's
+ * tenant (either output may be NULL). 0, or CSTL_ENOTFOUND (no such job, or another run is
+ * current). Thread-safe. */
+int cstl_views_run(cstl_views *v,
+                   const char *job_id,
+                   const char *run_id,
+                   char worker_out[37],
+                   char tenant_out[37]);
 
 /* The largest GPU count and the largest GPU memory (MiB) of any registered worker; 0 and 0 when
  * no worker is registered. Either pointer may be NULL. Thread-safe. */

@@ -141,6 +141,27 @@ static const setting settings[] = {
      "fair-share weights, comma-separated TENANT_UUID=WEIGHT (a positive number); tenants not "
      "listed weigh 1",
      SETTING_OPTIONAL},
+    {"CONSTELLATION_WORKER_API_URL", SETTING_STRING, F(worker_api_url), "http://127.0.0.1:8080", 8,
+     0, "base URL (http://host[:port][/prefix]) of the command API the worker agent reports to"},
+    {"CONSTELLATION_WORKER_TOKEN", SETTING_STRING, F(worker_token), NULL, 1, 0,
+     "API key (role worker) or JWT the worker agent sends as its bearer token; required by "
+     "`constellation worker`",
+     SETTING_OPTIONAL | SETTING_SECRET},
+    {"CONSTELLATION_WORKER_ID", SETTING_UUID, F(worker_id), NULL, 0, 0,
+     "the worker agent's worker id (unset: derived from its hostname, so a restarted worker keeps "
+     "its id)",
+     SETTING_OPTIONAL},
+    {"CONSTELLATION_WORKER_HOSTNAME", SETTING_STRING, F(worker_hostname), NULL, 1, 0,
+     "hostname the worker agent registers with (unset: the machine's)", SETTING_OPTIONAL},
+    {"CONSTELLATION_WORKER_FAKE_GPUS", SETTING_STRING, F(worker_fake_gpus), NULL, 1, 0,
+     "fake GPUs instead of NVML's, COUNTxMODEL:MEMORY_MIB[:CC] groups, comma-separated (e.g. "
+     "4xH100:81920 or 2xA100:40960,1xL4:24576); also `constellation worker --fake-gpus SPEC`",
+     SETTING_OPTIONAL},
+    {"CONSTELLATION_WORKER_HEARTBEAT_S", SETTING_INT, F(worker_heartbeat_s), "5", 1, 300,
+     "seconds between the worker agent's heartbeats"},
+    {"CONSTELLATION_WORKER_KILL_GRACE_MS", SETTING_INT, F(worker_kill_grace_ms), "1000", 0, 60000,
+     "milliseconds between SIGTERM and SIGKILL when the worker agent stops a job (cancelled, "
+     "over its runtime limit, or the agent stops)"},
     {"CONSTELLATION_OPERATOR_TENANT_ID", SETTING_UUID, F(operator_tenant_id), NULL, 0, 0,
      "the operator's tenant: only its admins may create tenants with POST /v1/tenants (unset: "
      "nobody may, tenants are then created with `constellation tenants create`)",

@@ -54,6 +54,14 @@ typedef struct cstl_config {
     int scheduler_usage_half_life_s;
     int scheduler_timeout_grace_s;
     char scheduler_tenant_weights[CSTL_CONFIG_STR_MAX]; /* "" when unset */
+    /* worker agent (docs/worker.md); strings "" when unset */
+    char worker_api_url[512];
+    char worker_token[512];
+    char worker_id[40];
+    char worker_hostname[256];
+    char worker_fake_gpus[CSTL_CONFIG_STR_MAX];
+    int worker_heartbeat_s;
+    int worker_kill_grace_ms;
     int command_handler;         /* 1: `constellation commands` also runs the command handler */
     char operator_tenant_id[40]; /* the tenant whose admins may create tenants; "" when unset */
     /* authentication (platform/auth.h); "" when unset */

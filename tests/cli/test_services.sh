@@ -20,7 +20,12 @@ command -v promtool >/dev/null || fail "promtool is missing (Debian package prom
 for svc in commands projector queries scheduler mcp worker; do
     var="CONSTELLATION_$(echo "$svc" | tr a-z A-Z)_ADDR"
     log="$work/$svc.log"
-    env "$var=127.0.0.1:0" CONSTELLATION_SHUTDOWN_GRACE_MS=3000 "$bin" "$svc" 2>"$log" &
+    extra=()
+    # the worker needs GPUs and a token; it is ready once it follows the jobs log, registered or
+    # not (no command API runs here: it keeps retrying the registration)
+    [ "$svc" = worker ] && extra=(CONSTELLATION_WORKER_TOKEN=cstl_services_test
+        CONSTELLATION_WORKER_FAKE_GPUS=1xT4:16384 CONSTELLATION_WORKER_API_URL=http://127.0.0.1:9)
+    env "$var=127.0.0.1:0" CONSTELLATION_SHUTDOWN_GRACE_MS=3000 "${extra[@]}" "$bin" "$svc" 2>"$log" &
     pid=$!
     pids+=("$pid")
     addr=""

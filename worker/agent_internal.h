@@ -1,0 +1,99 @@
+/*
+ * agent_internal.h - what the worker agent's files share: agent.c (the log follower and the runs)
+ * and agent_api.c (registration, heartbeats and reports over HTTP). Private to worker/agent*.c.
+ */
+#ifndef CSTL_WORKER_AGENT_INTERNAL_H
+#define CSTL_WORKER_AGENT_INTERNAL_H
+
+#include "commands/event_reader.h"
+#include "worker/agent.h"
+#include "worker/gpu.h"
+#include "worker/http_client.h"
+#include "worker/runner.h"
+
+#include <jansson.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* Why a run is being stopped from outside. */
+typedef enum stop_reason {
+    STOP_NONE = 0,
+    STOP_CANCELLED, /* JobCancelled: report CANCELLED */
+    STOP_TIMED_OUT, /* JobTimedOut: report TIMED_OUT */
+    STOP_ABANDONED, /* JobRequeued or failed without us: report nothing */
+    STOP_SHUTDOWN,  /* the agent stops: report FAILED, WORKER_LOST */
+} stop_reason;
+
+typedef struct run_slot {
+    struct run_slot *next;
+    cstl_worker *w;
+    char job_id[37];
+    char run_id[37];
+    char tenant_id[37];
+    json_t *argv;        /* owned: array of strings */
+    json_t *environment; /* owned: object of strings */
+    json_t *gpus;        /* owned: array of GPU uuids */
+    int64_t runtime_limit_s;
+    cstl_run *run;      /* under w->mu; NULL before it started */
+    stop_reason reason; /* under w->mu */
+    long seq;           /* output lines so far (the run thread's) */
+    pthread_t thread;
+    atomic_bool done;
+} run_slot;
+
+/* A report waiting to be sent, in order. */
+typedef struct report {
+    struct report *next;
+    char path[160];
+    char idempotency_key[96];
+    char *body; /* owned JSON text */
+    char what[16];
+} report;
+
+struct cstl_worker {
+    char worker_id[37];
+    char hostname[256];
+    cstl_gpu gpus[CSTL_GPU_MAX];
+    int n_gpus;
+    cstl_nvml *nvml;
+    cstl_http_url url;
+    char authorization[600];
+    int heartbeat_s;
+    int kill_grace_ms;
+    cstl_kafka_producer *producer;
+    cstl_event_reader *reader;
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* the API thread waits on it */
+    json_t *jobs;        /* job id -> {"argv", "environment", "limit", "tenant"} of live jobs */
+    json_t *mine; /* job id -> {"run", "gpus", "started", "launched", "ended": "" | outcome} */
+    run_slot *runs;
+    report *reports, *reports_tail;
+    bool need_register;
+
+    atomic_bool registered;
+    atomic_bool caught_up;
+    atomic_bool stopping;
+    atomic_bool api_stop;
+    bool started;
+    pthread_t follower, api;
+
+    cstl_metric *m_running;
+    cstl_metric *m_registered;
+    cstl_metric_family *m_runs;
+    cstl_metric *m_lines;
+    cstl_metric *m_lines_dropped;
+    cstl_metric_family *m_reports;
+};
+
+/* Queues a report (body: owned JSON, stolen). Thread-safe (takes w->mu). */
+void agent_report(
+    cstl_worker *w, const char *what, const char *path, const char *key, json_t *body);
+
+/* The API thread: registration, heartbeats, reports. */
+void *agent_api_main(void *arg);
+
+int64_t agent_wall_us(void);
+
+#endif
