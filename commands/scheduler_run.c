@@ -116,73 +116,165 @@ static void trim_sent(cstl_scheduler_runner *r, int64_t now)
         cstl_strmap_remove(r->sent, k);
 }
 
-/* Sends one command; with want_reply waits for its outcome. Returns 0 when it was accepted (or a
- * duplicate of an accepted one), 1 when it was refused, a negative code when it could not be sent
- * or no reply came. */
-static int send_command(cstl_scheduler_runner *r, const cstl_sched_command *c, bool want_reply)
-{
-    cstl_cmd_request req = {.context = c->context,
-                            .command_type = c->type,
-                            .command_id = c->command_id,
-                            .tenant_id = c->tenant_id,
-                            .aggregate_id = c->aggregate_id,
-                            .expected_version = -1,
-                            .issued_by = "scheduler",
-                            .payload = c->payload,
-                            .want_reply = want_reply};
+/* One command of a batch and its outcome. */
+typedef struct outcome {
+    const cstl_sched_command *cmd;
+    int rc; /* cstl_cmd_done_fn's rc */
+    bool has_reply;
     cstl_cmd_reply reply;
     cstl_error err;
-    int rc = cstl_cmd_client_send(r->client, &req, r->timeout_ms, want_reply ? &reply : NULL, &err);
-    int64_t *at = cstl_xmalloc(sizeof(*at));
-    *at = wall_us();
-    cstl_strmap_remove(r->sent, c->command_id);
-    cstl_strmap_put(r->sent, c->command_id, at);
-    if (rc != 0) {
-        count(r, c->type, "error");
-        cstl_log_error("scheduler", &err, "cannot send %s for %s", c->type, c->aggregate_id);
-        return rc;
-    }
-    if (!want_reply) {
-        count(r, c->type, "sent");
-        return 0;
-    }
-    count(r, c->type, cstl_cmd_outcome_name(reply.outcome));
-    if (reply.outcome == CSTL_CMD_ACCEPTED ||
-        (reply.outcome == CSTL_CMD_DUPLICATE && reply.error_code[0] == '\0'))
-        return 0;
-    cstl_log_fields(CSTL_LOG_INFO, "scheduler",
-                    json_pack("{s:s,s:s,s:s,s:s}", "command", c->type, "aggregate_id",
-                              c->aggregate_id, "error_code", reply.error_code, "error",
-                              reply.error_message),
-                    "command refused");
-    return 1;
+    struct batch *batch;
+} outcome;
+
+/* Commands sent together; the sender waits until every outcome is in. */
+typedef struct batch {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t pending;
+} batch;
+
+static void on_outcome(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
+{
+    outcome *o = ud;
+    batch *b = o->batch;
+    pthread_mutex_lock(&b->lock);
+    o->rc = rc;
+    o->has_reply = reply != NULL;
+    if (reply != NULL)
+        o->reply = *reply;
+    if (err != NULL)
+        o->err = *err;
+    b->pending--;
+    pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->lock);
 }
 
-/* ReserveGpus, then AssignJob; an AssignJob refused gives the GPUs back. */
-static void
-place(cstl_scheduler_runner *r, const cstl_sched_command *reserve, const cstl_sched_command *assign)
+/*
+ * Sends the n commands of out at once (each out[i].cmd set) and waits for all their outcomes, so
+ * a plan's commands share the handlers' batches instead of paying a round trip each. Then each
+ * out[i].rc is 0 when the command was accepted (or is a duplicate of an accepted one; without
+ * want_reply: appended), 1 when it was refused, a negative code when it could not be sent or no
+ * reply came.
+ */
+static void send_batch(cstl_scheduler_runner *r, outcome *out, size_t n, bool want_reply)
 {
-    const char *job_id = assign->aggregate_id;
-    if (send_command(r, reserve, true) != 0) {
-        cstl_scheduler_placement_failed(r->state, job_id);
-        return;
+    batch b = {.pending = 0};
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.cond, NULL);
+    for (size_t i = 0; i < n; i++) {
+        const cstl_sched_command *c = out[i].cmd;
+        out[i].batch = &b;
+        cstl_cmd_request req = {.context = c->context,
+                                .command_type = c->type,
+                                .command_id = c->command_id,
+                                .tenant_id = c->tenant_id,
+                                .aggregate_id = c->aggregate_id,
+                                .expected_version = -1,
+                                .issued_by = "scheduler",
+                                .payload = c->payload,
+                                .want_reply = want_reply};
+        pthread_mutex_lock(&b.lock);
+        b.pending++;
+        pthread_mutex_unlock(&b.lock);
+        int rc = cstl_cmd_client_send_async(r->client, &req, r->timeout_ms, on_outcome, &out[i],
+                                            &out[i].err);
+        if (rc != 0) { /* not queued: done is never called */
+            pthread_mutex_lock(&b.lock);
+            out[i].rc = rc;
+            b.pending--;
+            pthread_mutex_unlock(&b.lock);
+        }
+        int64_t *at = cstl_xmalloc(sizeof(*at));
+        *at = wall_us();
+        cstl_strmap_remove(r->sent, c->command_id);
+        cstl_strmap_put(r->sent, c->command_id, at);
     }
-    int rc = send_command(r, assign, true);
-    if (rc == 0) {
+    pthread_mutex_lock(&b.lock);
+    while (b.pending > 0)
+        pthread_cond_wait(&b.cond, &b.lock);
+    pthread_mutex_unlock(&b.lock);
+    pthread_cond_destroy(&b.cond);
+    pthread_mutex_destroy(&b.lock);
+    for (size_t i = 0; i < n; i++) {
+        outcome *o = &out[i];
+        const cstl_sched_command *c = o->cmd;
+        if (o->rc != 0) {
+            count(r, c->type, "error");
+            cstl_log_error("scheduler", &o->err, "cannot send %s for %s", c->type, c->aggregate_id);
+            continue;
+        }
+        if (!want_reply || !o->has_reply) {
+            count(r, c->type, "sent");
+            continue;
+        }
+        count(r, c->type, cstl_cmd_outcome_name(o->reply.outcome));
+        if (o->reply.outcome == CSTL_CMD_ACCEPTED ||
+            (o->reply.outcome == CSTL_CMD_DUPLICATE && o->reply.error_code[0] == '\0'))
+            continue;
+        o->rc = 1;
         cstl_log_fields(CSTL_LOG_INFO, "scheduler",
-                        json_pack("{s:s,s:O}", "job_id", job_id, "placement", assign->payload),
-                        "job assigned");
-        return;
+                        json_pack("{s:s,s:s,s:s,s:s}", "command", c->type, "aggregate_id",
+                                  c->aggregate_id, "error_code", o->reply.error_code, "error",
+                                  o->reply.error_message),
+                        "command refused");
     }
-    cstl_scheduler_placement_failed(r->state, job_id);
-    if (rc < 0)
-        return; /* unknown outcome: a later plan releases the GPUs if the job did not get them */
-    cstl_sched_command release = *reserve;
-    release.type = "ReleaseGpus";
-    char key[128];
-    snprintf(key, sizeof(key), "unassigned:%s", reserve->command_id);
-    cstl_cmd_id_from_key(reserve->tenant_id, key, release.command_id);
-    send_command(r, &release, false);
+}
+
+/*
+ * The plan's placements (reserve[i] with assign[i], n of them) in three rounds: every ReserveGpus
+ * at once; then the AssignJob of each accepted one; then ReleaseGpus for each AssignJob refused
+ * (the job was cancelled meanwhile). A placement that fails is placed again by a later plan.
+ */
+static void place_all(cstl_scheduler_runner *r,
+                      const cstl_sched_command **reserve,
+                      const cstl_sched_command **assign,
+                      size_t n)
+{
+    outcome *res = cstl_xcalloc(n + 1, sizeof(outcome));
+    outcome *asg = cstl_xcalloc(n + 1, sizeof(outcome));
+    size_t *which = cstl_xcalloc(n + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++)
+        res[i].cmd = reserve[i];
+    send_batch(r, res, n, true);
+    size_t na = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].rc != 0) {
+            cstl_scheduler_placement_failed(r->state, assign[i]->aggregate_id);
+            continue;
+        }
+        which[na] = i;
+        asg[na++].cmd = assign[i];
+    }
+    send_batch(r, asg, na, true);
+    cstl_sched_command *releases = cstl_xcalloc(na + 1, sizeof(cstl_sched_command));
+    outcome *rel = cstl_xcalloc(na + 1, sizeof(outcome));
+    size_t nr = 0;
+    for (size_t k = 0; k < na; k++) {
+        const cstl_sched_command *a = asg[k].cmd, *rv = reserve[which[k]];
+        if (asg[k].rc == 0) {
+            cstl_log_fields(
+                CSTL_LOG_INFO, "scheduler",
+                json_pack("{s:s,s:O}", "job_id", a->aggregate_id, "placement", a->payload),
+                "job assigned");
+            continue;
+        }
+        cstl_scheduler_placement_failed(r->state, a->aggregate_id);
+        if (asg[k].rc < 0)
+            continue; /* unknown outcome: a later plan releases the GPUs if the job lacks them */
+        releases[nr] = *rv;
+        releases[nr].type = "ReleaseGpus";
+        char key[128];
+        snprintf(key, sizeof(key), "unassigned:%s", rv->command_id);
+        cstl_cmd_id_from_key(rv->tenant_id, key, releases[nr].command_id);
+        rel[nr].cmd = &releases[nr];
+        nr++;
+    }
+    send_batch(r, rel, nr, false);
+    free(rel);
+    free(releases);
+    free(which);
+    free(asg);
+    free(res);
 }
 
 static void publish_queue(cstl_scheduler_runner *r, const cstl_sched_plan *p)
@@ -211,18 +303,28 @@ static void plan_and_send(cstl_scheduler_runner *r)
     cstl_scheduler_plan(r->state, now, &p);
     publish_queue(r, &p);
     trim_sent(r, now);
-    for (size_t i = 0; i < p.ncommands && !atomic_load(&r->stop); i++) {
+    /* liveness and releases first (fire and forget), then the placements */
+    outcome *other = cstl_xcalloc(p.ncommands + 1, sizeof(outcome));
+    const cstl_sched_command **reserve = cstl_xcalloc(p.ncommands + 1, sizeof(void *));
+    const cstl_sched_command **assign = cstl_xcalloc(p.ncommands + 1, sizeof(void *));
+    size_t no = 0, np = 0;
+    for (size_t i = 0; i < p.ncommands; i++) {
         const cstl_sched_command *c = &p.commands[i];
         if (strcmp(c->type, "ReserveGpus") == 0 && i + 1 < p.ncommands &&
             strcmp(p.commands[i + 1].type, "AssignJob") == 0) {
-            place(r, c, &p.commands[i + 1]);
-            i++;
-            continue;
+            reserve[np] = c;
+            assign[np++] = &p.commands[++i];
+        } else if (!cstl_strmap_has(r->sent, c->command_id)) {
+            other[no++].cmd = c; /* not sent a moment ago (its event is on its way) */
         }
-        if (cstl_strmap_has(r->sent, c->command_id))
-            continue; /* sent a moment ago; its event is on its way */
-        send_command(r, c, false);
     }
+    if (!atomic_load(&r->stop))
+        send_batch(r, other, no, false);
+    if (!atomic_load(&r->stop) && np > 0)
+        place_all(r, reserve, assign, np);
+    free(assign);
+    free(reserve);
+    free(other);
     cstl_sched_plan_clear(&p);
 }
 
