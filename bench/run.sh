@@ -2,6 +2,7 @@
 # `make bench`: runs every benchmark and prints its figures next to its anchor. Benchmarks report,
 # they never fail on a slow machine; a non-zero exit means one could not run at all.
 #   bench_codec   Avro encode/decode of JobSubmitted vs jansson JSON (no stack needed)
+#   bench_placement  the scheduler's placement decision, 10,000 jobs onto 1,000 GPUs (no stack)
 #   bench_submit  POST /v1/jobs at increasing rates vs the raw produce rate of the same broker
 #   bench_projector  the jobs projector's catch-up rate and end-to-end lag vs COPY of the same rows
 #                 into the same PostgreSQL (its own scratch database and topics)
@@ -16,6 +17,9 @@ status=0
 
 printf '\n== bench_codec ==\n'
 "$build/bench/bench_codec" || status=1
+
+printf '\n== bench_placement ==\n'
+"$build/bench/bench_placement" || status=1
 
 stack_was_up=0
 bash infra/local/stack.sh status >/dev/null 2>&1 && stack_was_up=1
