@@ -16,9 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-#define WORKERS 125
+#define WORKERS         125
 #define GPUS_PER_WORKER 8
-#define JOBS 10000
+#define JOBS            10000
 
 static double now(void)
 {
@@ -48,8 +48,8 @@ int main(void)
         snprintf(wid[w], sizeof(wid[w]), "w%03d", w);
         for (int g = 0; g < GPUS_PER_WORKER; g++) {
             snprintf(uid[w][g], sizeof(uid[w][g]), "GPU-%03d-%d", w, g);
-            gpus[w][g] = (cstl_place_gpu){.uuid = uid[w][g], .model = models[w % 2],
-                                          .memory_mib = w % 2 ? 40960 : 81920};
+            gpus[w][g] = (cstl_place_gpu){
+                .uuid = uid[w][g], .model = models[w % 2], .memory_mib = w % 2 ? 40960 : 81920};
         }
         workers[w] = (cstl_place_worker){
             .worker_id = wid[w], .gpus = gpus[w], .ngpus = GPUS_PER_WORKER, .online = true};
@@ -59,10 +59,13 @@ int main(void)
         /* every job fits the fleet: a model is asked for only with memory it has */
         const char *model = rnd(&seed) % 5 ? NULL : models[rnd(&seed) % 2];
         bool big = rnd(&seed) % 4 == 0 && (model == NULL || strcmp(model, "H100") == 0);
-        all[j] = (cstl_place_job){.job_id = jid[j], .tenant_id = tenants[rnd(&seed) % 3],
+        all[j] = (cstl_place_job){.job_id = jid[j],
+                                  .tenant_id = tenants[rnd(&seed) % 3],
                                   .gpu_count = 1 + (int)(rnd(&seed) % 4),
-                                  .min_gpu_memory_mib = big ? 60000 : 0, .gpu_model = model,
-                                  .priority = (int)(rnd(&seed) % 3), .submitted_at = j};
+                                  .min_gpu_memory_mib = big ? 60000 : 0,
+                                  .gpu_model = model,
+                                  .priority = (int)(rnd(&seed) % 3),
+                                  .submitted_at = j};
     }
     cstl_place_tenant weights[] = {{"tenant-a", 1, 0}, {"tenant-b", 2, 0}, {"tenant-c", 1, 0}};
     size_t left = JOBS, placed = 0, rounds = 0;
@@ -70,8 +73,13 @@ int main(void)
     double spent = 0, worst = 0;
     bool fleet_free = true;
     while (left > 0) {
-        cstl_place_input in = {.workers = workers, .nworkers = WORKERS, .tenants = weights,
-                               .ntenants = 3, .jobs = queue, .njobs = left, .charge_s = 60};
+        cstl_place_input in = {.workers = workers,
+                               .nworkers = WORKERS,
+                               .tenants = weights,
+                               .ntenants = 3,
+                               .jobs = queue,
+                               .njobs = left,
+                               .charge_s = 60};
         double t0 = now();
         if (cstl_place(&in, out) != 0) {
             fprintf(stderr, "bench_placement: the placement refused its input\n");
