@@ -558,6 +558,7 @@ cstl_worker *cstl_worker_new(const cstl_worker_options *opts, cstl_error *err)
     cstl_worker *w = cstl_xcalloc(1, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->wake, NULL);
+    pthread_cond_init(&w->report_wake, NULL);
     w->jobs = json_object();
     w->mine = json_object();
     w->producer = o->producer;
@@ -592,12 +593,17 @@ const char *cstl_worker_id(const cstl_worker *w)
 
 int cstl_worker_start(cstl_worker *w, cstl_error *err)
 {
-    if (pthread_create(&w->api, NULL, agent_api_main, w) != 0)
+    if (agent_lanes_start(w) != 0)
+        return cstl_error_set(err, CSTL_EINTERNAL, "cannot start the worker's report threads");
+    if (pthread_create(&w->api, NULL, agent_api_main, w) != 0) {
+        agent_lanes_stop(w);
         return cstl_error_set(err, CSTL_EINTERNAL, "cannot start the worker's api thread");
+    }
     if (pthread_create(&w->follower, NULL, follower_main, w) != 0) {
         atomic_store(&w->api_stop, true);
         pthread_cond_signal(&w->wake);
         pthread_join(w->api, NULL);
+        agent_lanes_stop(w);
         return cstl_error_set(err, CSTL_EINTERNAL, "cannot start the worker's follower thread");
     }
     w->started = true;
@@ -636,10 +642,7 @@ void cstl_worker_stop(cstl_worker *w, int drain_ms)
         nanosleep(&ts, NULL);
     }
     for (int waited = 0; waited < drain_ms; waited += 50) {
-        pthread_mutex_lock(&w->mu);
-        bool left = w->reports != NULL;
-        pthread_mutex_unlock(&w->mu);
-        if (!left)
+        if (!agent_reports_pending(w))
             break;
         struct timespec ts = {0, 50L * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -649,6 +652,7 @@ void cstl_worker_stop(cstl_worker *w, int drain_ms)
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->api, NULL);
+    agent_lanes_stop(w);
     cstl_kafka_producer_flush(w->producer, 2000, NULL);
 }
 
@@ -657,17 +661,13 @@ void cstl_worker_free(cstl_worker *w)
     if (w == NULL)
         return;
     cstl_worker_stop(w, 0);
+    agent_lanes_stop(w); /* frees reports queued by a worker that never started */
     cstl_event_reader_free(w->reader);
     cstl_nvml_close(w->nvml);
-    for (report *r = w->reports; r != NULL;) {
-        report *next = r->next;
-        free(r->body);
-        free(r);
-        r = next;
-    }
     json_decref(w->jobs);
     json_decref(w->mine);
     pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->report_wake);
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

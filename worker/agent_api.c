@@ -1,20 +1,24 @@
 /*
  * agent_api.c - the worker agent's side of the command API: registration (again whenever the
  * worker was marked lost or the API does not know it), heartbeats every heartbeat_s with the GPUs'
- * telemetry, and the run reports, sent one at a time in the order they were queued (StartRun
- * before FinishRun) with an Idempotency-Key per report, so a report retried after a lost answer,
- * or by a restarted worker, is answered as a duplicate.
+ * telemetry, and the run reports, each with an Idempotency-Key, so a report retried after a lost
+ * answer, or by a restarted worker, is answered as a duplicate. Reports go out on REPORT_LANES
+ * threads once the worker is registered; all the reports of one run take the same lane, one at a
+ * time in the order they were queued (StartRun before FinishRun), so runs that end together are
+ * reported together instead of each waiting for the previous one's answer.
  *
  * Retries: the API down or answering 5xx, 202 (no outcome yet) or 401 (it is still reading its
  * keys after a restart) is retried with backoff from 200 ms to 5 s, for as long as it takes; 404
  * on a report (its views follow the log a few milliseconds behind us) for 30 s; any other answer
  * (409, 422, 403) is final and logged.
  *
- * Thread: the API thread only, except agent_report (any thread, under the agent's mutex).
+ * Thread: the API thread and the lanes' threads; agent_report from any thread (under the agent's
+ * mutex).
  */
 #include "platform/log.h"
 #include "worker/agent_internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,16 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The lane of a report: by its run (the key is "start:<run>" / "finish:<run>"). */
+static int lane_of(const char *key)
+{
+    const char *run = strchr(key, ':');
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = run != NULL ? run + 1 : key; *p != '\0'; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return (int)(h % REPORT_LANES);
+}
+
 void agent_report(cstl_worker *w, const char *what, const char *path, const char *key, json_t *body)
 {
     report *r = cstl_xcalloc(1, sizeof(*r));
@@ -42,14 +56,25 @@ void agent_report(cstl_worker *w, const char *what, const char *path, const char
     json_decref(body);
     if (r->body == NULL)
         cstl_panic("out of memory for a report");
+    report_lane *l = &w->lanes[lane_of(key)];
     pthread_mutex_lock(&w->mu);
-    if (w->reports_tail != NULL)
-        w->reports_tail->next = r;
+    if (l->tail != NULL)
+        l->tail->next = r;
     else
-        w->reports = r;
-    w->reports_tail = r;
-    pthread_cond_signal(&w->wake);
+        l->head = r;
+    l->tail = r;
+    pthread_cond_broadcast(&w->report_wake);
     pthread_mutex_unlock(&w->mu);
+}
+
+bool agent_reports_pending(cstl_worker *w)
+{
+    bool pending = false;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < REPORT_LANES; i++)
+        pending = pending || w->lanes[i].head != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return pending;
 }
 
 /* Waits up to ms on the condition (or until stop); true when the API thread should stop. */
@@ -214,34 +239,101 @@ static bool send_report(cstl_worker *w, report *r, int64_t first_try_ms)
     return outcome != NULL;
 }
 
-/* Sends queued reports until none is left, one fails (retry later) or a heartbeat is due. */
-static int drain_reports(cstl_worker *w, int64_t heartbeat_due, int *backoff_ms)
+/* Waits up to ms (a negative ms: until woken) for the lane to have a report to send while the
+ * worker is registered; false when the lanes should stop. */
+static bool lane_wait(cstl_worker *w, const report_lane *l, int ms)
 {
-    static _Thread_local int64_t first_try;
-    static _Thread_local const report *trying;
-    while (mono_ms() < heartbeat_due) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (ms > 0) {
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&w->mu);
+    while (ms > 0 && !atomic_load(&w->api_stop) &&
+           pthread_cond_timedwait(&w->report_wake, &w->mu, &until) == 0) {
+    }
+    while (!atomic_load(&w->api_stop) && (l->head == NULL || !atomic_load(&w->registered)))
+        pthread_cond_wait(&w->report_wake, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    return !atomic_load(&w->api_stop);
+}
+
+/* A lane: sends its reports one at a time, retrying the first with backoff until it is done
+ * with (accepted, or refused for good). */
+static void *lane_main(void *arg)
+{
+    report_lane *l = arg;
+    cstl_worker *w = l->w;
+    int backoff = API_BACKOFF_MIN_MS;
+    int wait_ms = 0;
+    while (lane_wait(w, l, wait_ms)) {
         pthread_mutex_lock(&w->mu);
-        report *r = w->reports;
+        report *r = l->head;
         pthread_mutex_unlock(&w->mu);
         if (r == NULL)
-            return 0;
+            continue; /* only this thread takes from its lane: not reached */
+        static _Thread_local int64_t first_try;
+        static _Thread_local const report *trying;
         if (trying != r) {
             trying = r;
             first_try = mono_ms();
         }
-        if (!send_report(w, r, first_try))
-            return -1;
-        *backoff_ms = API_BACKOFF_MIN_MS;
+        if (!send_report(w, r, first_try)) {
+            wait_ms = backoff;
+            backoff = backoff * 2 > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        wait_ms = 0;
+        backoff = API_BACKOFF_MIN_MS;
         pthread_mutex_lock(&w->mu);
-        w->reports = r->next;
-        if (w->reports == NULL)
-            w->reports_tail = NULL;
+        l->head = r->next;
+        if (l->head == NULL)
+            l->tail = NULL;
         pthread_mutex_unlock(&w->mu);
         trying = NULL;
         free(r->body);
         free(r);
     }
+    return NULL;
+}
+
+int agent_lanes_start(cstl_worker *w)
+{
+    for (int i = 0; i < REPORT_LANES; i++) {
+        w->lanes[i].w = w;
+        if (pthread_create(&w->lanes[i].thread, NULL, lane_main, &w->lanes[i]) != 0) {
+            atomic_store(&w->api_stop, true);
+            agent_lanes_stop(w);
+            return -1;
+        }
+        w->lanes[i].started = true;
+    }
     return 0;
+}
+
+void agent_lanes_stop(cstl_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_broadcast(&w->report_wake);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < REPORT_LANES; i++) {
+        report_lane *l = &w->lanes[i];
+        if (l->started)
+            pthread_join(l->thread, NULL);
+        l->started = false;
+        for (report *r = l->head; r != NULL;) {
+            report *next = r->next;
+            free(r->body);
+            free(r);
+            r = next;
+        }
+        l->head = l->tail = NULL;
+    }
 }
 
 void *agent_api_main(void *arg)
@@ -261,7 +353,10 @@ void *agent_api_main(void *arg)
         }
         if (!atomic_load(&w->registered)) {
             if (do_register(w)) {
+                pthread_mutex_lock(&w->mu);
                 atomic_store(&w->registered, true);
+                pthread_cond_broadcast(&w->report_wake);
+                pthread_mutex_unlock(&w->mu);
                 if (w->m_registered != NULL)
                     cstl_metrics_gauge_set(w->m_registered, 1);
                 heartbeat_due = 0;
@@ -277,16 +372,6 @@ void *agent_api_main(void *arg)
             heartbeat_due = mono_ms() + (int64_t)w->heartbeat_s * 1000;
         }
         int wait_ms = (int)(heartbeat_due - mono_ms());
-        if (drain_reports(w, heartbeat_due, &backoff) != 0) {
-            wait_ms = backoff < wait_ms ? backoff : wait_ms;
-            backoff = backoff * 2 > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : backoff * 2;
-        } else {
-            pthread_mutex_lock(&w->mu);
-            bool more = w->reports != NULL;
-            pthread_mutex_unlock(&w->mu);
-            if (more)
-                continue;
-        }
         if (wait_ms > 0)
             api_sleep(w, wait_ms);
     }

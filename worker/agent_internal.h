@@ -42,6 +42,10 @@ typedef struct run_slot {
     atomic_bool done;
 } run_slot;
 
+/* Reports go out on REPORT_LANES threads; the reports of one run always take the same lane, so
+ * its StartRun goes before its FinishRun, while runs ending together do not wait for each other. */
+#define REPORT_LANES 8
+
 /* A report waiting to be sent, in order. */
 typedef struct report {
     struct report *next;
@@ -50,6 +54,13 @@ typedef struct report {
     char *body; /* owned JSON text */
     char what[16];
 } report;
+
+typedef struct report_lane {
+    struct cstl_worker *w;
+    report *head, *tail;
+    pthread_t thread;
+    bool started;
+} report_lane;
 
 struct cstl_worker {
     char worker_id[37];
@@ -69,7 +80,8 @@ struct cstl_worker {
     json_t *jobs;        /* job id -> {"argv", "environment", "limit", "tenant"} of live jobs */
     json_t *mine; /* job id -> {"run", "gpus", "started", "launched", "ended": "" | outcome} */
     run_slot *runs;
-    report *reports, *reports_tail;
+    pthread_cond_t report_wake; /* the report lanes wait on it */
+    report_lane lanes[REPORT_LANES];
     bool need_register;
 
     atomic_bool registered;
@@ -91,8 +103,17 @@ struct cstl_worker {
 void agent_report(
     cstl_worker *w, const char *what, const char *path, const char *key, json_t *body);
 
-/* The API thread: registration, heartbeats, reports. */
+/* The API thread: registration and heartbeats. */
 void *agent_api_main(void *arg);
+
+/* Starts the report lanes' threads. 0, or -1 (none is left running). */
+int agent_lanes_start(cstl_worker *w);
+
+/* Stops and joins the report lanes (after api_stop is set), then frees what they did not send. */
+void agent_lanes_stop(cstl_worker *w);
+
+/* True while some report waits to be sent. Takes w->mu. */
+bool agent_reports_pending(cstl_worker *w);
 
 int64_t agent_wall_us(void);
 
