@@ -329,6 +329,12 @@ void cstl_scheduler_waiting_seen(cstl_scheduler *s, const json_t *record)
                       str(record, "message"), num(record, "at"));
 }
 
+void cstl_scheduler_waiting_cleared(cstl_scheduler *s, const char *job_id)
+{
+    if (s != NULL && job_id != NULL)
+        cstl_waiting_clear(s->waiting, job_id);
+}
+
 void cstl_scheduler_waiting_failed(cstl_scheduler *s, const cstl_waiting_record *r)
 {
     if (s != NULL && r != NULL)

@@ -110,6 +110,9 @@ void cstl_sched_plan_clear(cstl_sched_plan *p);
  * tombstones of jobs that left the queue meanwhile. Before the first plan. */
 void cstl_scheduler_waiting_seen(cstl_scheduler *s, const json_t *record);
 
+/* Forgets the record of job_id: a tombstone read back (it follows the job's records). */
+void cstl_scheduler_waiting_cleared(cstl_scheduler *s, const char *job_id);
+
 /* Tells the state that a plan's waiting record r was not delivered (cstl_waiting_failed). */
 void cstl_scheduler_waiting_failed(cstl_scheduler *s, const cstl_waiting_record *r);
 

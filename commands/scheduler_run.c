@@ -66,7 +66,12 @@ static void on_event(void *ud,
     cstl_scheduler_runner *r = ud;
     if (strcmp(context, WAITING_TOPIC) == 0) {
         /* what an earlier run published; afterwards these are this run's own records */
-        if (!atomic_load(&r->ready))
+        if (atomic_load(&r->ready))
+            return;
+        if (strcmp(type, CSTL_EVENT_READER_TOMBSTONE) == 0)
+            cstl_scheduler_waiting_cleared(r->state,
+                                           json_string_value(json_object_get(data, "key")));
+        else
             cstl_scheduler_waiting_seen(r->state, data);
         return;
     }

@@ -167,6 +167,12 @@ void cstl_waiting_seen(cstl_waiting *w,
     e->at = at;
 }
 
+void cstl_waiting_clear(cstl_waiting *w, const char *job_id)
+{
+    if (job_id != NULL)
+        cstl_strmap_remove(w->jobs, job_id);
+}
+
 void cstl_waiting_failed(cstl_waiting *w, const cstl_waiting_record *r)
 {
     published *e = cstl_strmap_get(w->jobs, r->job_id);

@@ -79,6 +79,10 @@ void cstl_waiting_seen(cstl_waiting *w,
                        const char *message,
                        int64_t at);
 
+/* Forgets job_id's record: a tombstone read back from the topic (at a start, before the first
+ * diff), so no tombstone is owed for it. */
+void cstl_waiting_clear(cstl_waiting *w, const char *job_id);
+
 /* Tells the tracker that record r (from cstl_waiting_diff) was not delivered: unless a later
  * record superseded it, the next diff publishes the job's reason again while it is queued, and a
  * tombstone once it is not. */

@@ -2,7 +2,7 @@
  * test_waiting.c - which pending reasons the scheduler publishes (commands/waiting.h): a stay's
  * first decision and every change of reason at once, a change of message alone at most once per
  * interval (then the newest), nothing for a job being placed, a tombstone once a job left the
- * queue, and what a restart read back or a failed delivery changes.
+ * queue, and what the records and tombstones a restart reads back, or a failed delivery, change.
  */
 #include "commands/waiting.h"
 
@@ -201,6 +201,10 @@ static void test_restart_reads_back_what_was_published(void **state)
     cstl_waiting_seen(w, "gone", T1, 0, CSTL_PLACE_WAITING_FOR_GPUS, "next", 1 * S);
     cstl_waiting_seen(w, "newer", T1, 0, CSTL_PLACE_NREASONS, "a reason of a later build", 1 * S);
     cstl_waiting_seen(w, NULL, T1, 0, CSTL_PLACE_WAITING_FOR_GPUS, "ignored", 1 * S);
+    /* a record followed by its tombstone: nothing owed */
+    cstl_waiting_seen(w, "ended", T1, 0, CSTL_PLACE_WAITING_FOR_GPUS, "next", 1 * S);
+    cstl_waiting_clear(w, "ended");
+    cstl_waiting_clear(w, "never-seen");
     assert_int_equal(cstl_waiting_len(w), 3);
     cstl_waiting_job j[] = {job("a", 0, CSTL_PLACE_GPU_MODEL_ABSENT, "no B200"),
                             job("newer", 0, CSTL_PLACE_EARLIER_JOBS, "a goes first")};
