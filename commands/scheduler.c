@@ -68,6 +68,8 @@ struct cstl_scheduler {
     cstl_scheduler_options o;
     cstl_strmap *jobs;     /* job id -> sjob */
     cstl_strmap *workers;  /* worker id -> sworker */
+    cstl_strmap *early;    /* worker id -> int64_t*: its last heartbeat read before its
+                              registration (two topics, read in no fixed order) */
     cstl_strmap *tenants;  /* tenant id -> stenant */
     cstl_waiting *waiting; /* the pending reasons published */
 };
@@ -89,6 +91,7 @@ cstl_scheduler *cstl_scheduler_new(const cstl_scheduler_options *opts)
         s->o.inflight_s = 30;
     s->jobs = cstl_strmap_new(free);
     s->workers = cstl_strmap_new(free);
+    s->early = cstl_strmap_new(free);
     s->tenants = cstl_strmap_new(free);
     s->waiting = cstl_waiting_new(s->o.message_interval_s);
     return s;
@@ -100,6 +103,7 @@ void cstl_scheduler_free(cstl_scheduler *s)
         return;
     cstl_strmap_free(s->jobs);
     cstl_strmap_free(s->workers);
+    cstl_strmap_free(s->early);
     cstl_strmap_free(s->tenants);
     cstl_waiting_free(s->waiting);
     free(s);
@@ -262,6 +266,10 @@ static void worker_registered(cstl_scheduler *s, const char *tenant_id, const js
     int64_t at = num(d, "at");
     if (at > w->last_seen)
         w->last_seen = at;
+    const int64_t *early = cstl_strmap_get(s->early, id);
+    if (early != NULL && *early > w->last_seen)
+        w->last_seen = *early;
+    cstl_strmap_remove(s->early, id);
 }
 
 static void apply_fleet(cstl_scheduler *s, const char *type, const char *tenant_id, const json_t *d)
@@ -315,9 +323,23 @@ void cstl_scheduler_apply(cstl_scheduler *s,
 
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us)
 {
-    sworker *w = worker_id != NULL ? cstl_strmap_get(s->workers, worker_id) : NULL;
-    if (w != NULL && at_us > w->last_seen)
-        w->last_seen = at_us;
+    if (worker_id == NULL || *worker_id == '\0' || strlen(worker_id) > ID_MAX)
+        return;
+    sworker *w = cstl_strmap_get(s->workers, worker_id);
+    if (w != NULL) {
+        if (at_us > w->last_seen)
+            w->last_seen = at_us;
+        return;
+    }
+    /* its registration is on the fleet events, maybe not read yet (at a start) */
+    int64_t *early = cstl_strmap_get(s->early, worker_id);
+    if (early == NULL) {
+        early = cstl_xmalloc(sizeof(*early));
+        *early = at_us;
+        cstl_strmap_put(s->early, worker_id, early);
+    } else if (at_us > *early) {
+        *early = at_us;
+    }
 }
 
 void cstl_scheduler_waiting_seen(cstl_scheduler *s, const json_t *record)

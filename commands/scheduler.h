@@ -68,7 +68,9 @@ void cstl_scheduler_apply(cstl_scheduler *s,
                           int64_t version,
                           const json_t *data);
 
-/* Records a heartbeat of worker_id at at_us (UTC microseconds); unknown workers are ignored. */
+/* Records a heartbeat of worker_id at at_us (UTC microseconds). One of a worker not registered
+ * yet is kept for its registration: the heartbeats and fleet events topics are read in no fixed
+ * order, so at a start a worker's heartbeats may come before its WorkerRegistered. */
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us);
 
 typedef struct cstl_sched_command {

@@ -281,6 +281,31 @@ static void test_fair_share_and_queue(void **state)
     cstl_scheduler_free(s);
 }
 
+/* Regression: at a start the scheduler reads the heartbeats and the fleet events in no fixed
+ * order; heartbeats read before the worker's registration were ignored, and a live worker was
+ * marked lost by the first plan. */
+static void test_heartbeats_read_before_registration_count(void **state)
+{
+    (void)state;
+    cstl_scheduler *s = cstl_scheduler_new(NULL);
+    cstl_scheduler_heartbeat(s, "w1", 50 * S);
+    cstl_scheduler_heartbeat(s, "w1", 70 * S);
+    cstl_scheduler_heartbeat(s, "w1", 60 * S);
+    cstl_scheduler_heartbeat(s, "w2", 20 * S);
+    cstl_scheduler_heartbeat(s, NULL, 20 * S);
+    worker(s, "w1", 1, 1 * S);
+    worker(s, "w2", 1, 1 * S);
+    cstl_sched_plan p = {0};
+    cstl_scheduler_plan(s, 80 * S, &p); /* 30 s timeout: w1 seen 10 s ago, w2 60 s ago */
+    assert_null(find(&p, "MarkWorkerLost", "w1"));
+    const cstl_sched_command *lost = find(&p, "MarkWorkerLost", "w2");
+    assert_non_null(lost);
+    assert_int_equal(json_integer_value(json_object_get(lost->payload, "last_heartbeat_at")),
+                     20 * S);
+    cstl_sched_plan_clear(&p);
+    cstl_scheduler_free(s);
+}
+
 /* A job asking for one GPU of model (NULL: any), submitted (version 1) and admitted (2). */
 static void versioned_job(cstl_scheduler *s, const char *id, const char *model, int64_t at)
 {
@@ -379,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_timeout_and_stale_reservation),
         cmocka_unit_test(test_fair_share_and_queue),
         cmocka_unit_test(test_pending_reasons_published),
+        cmocka_unit_test(test_heartbeats_read_before_registration_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
