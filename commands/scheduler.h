@@ -144,18 +144,19 @@ typedef struct cstl_scheduler_runner_options {
     cstl_metrics *metrics; /* may be NULL */
 } cstl_scheduler_runner_options;
 
-/* A runner reading the jobs and fleet events and the heartbeats. NULL + err when they cannot be
- * read. */
+/* A runner reading the jobs and fleet events, the heartbeats and constellation.jobs.waiting, and
+ * producing the pending reasons there. NULL + err when a topic cannot be read or the producer
+ * cannot be made. */
 cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_options *opts,
                                                  cstl_error *err);
 
 /*
  * Runs until cstl_scheduler_runner_stop: reads the log to its end, then plans after every batch of
- * events and at least every tick, and sends the plan's commands. A placement sends ReserveGpus
- * and waits for its reply, then AssignJob; an AssignJob refused (the job was cancelled meanwhile)
- * releases the GPUs again. Commands are not sent again within a few seconds of being sent; after
- * that a plan that still asks for one sends it again (same id: deduplicated). Returns 0 when
- * stopped, or a negative code when the events cannot be read.
+ * events and at least every tick, produces the plan's pending reasons and sends its commands. A
+ * placement sends ReserveGpus and waits for its reply, then AssignJob; an AssignJob refused (the
+ * job was cancelled meanwhile) releases the GPUs again. Commands are not sent again within a few
+ * seconds of being sent; after that a plan that still asks for one sends it again (same id:
+ * deduplicated). Returns 0 when stopped, or a negative code when the events cannot be read.
  */
 int cstl_scheduler_runner_run(cstl_scheduler_runner *r, cstl_error *err);
 
