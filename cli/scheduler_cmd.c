@@ -91,7 +91,8 @@ static int scheduler_start(cli_service *svc, cstl_error *err)
         .instance_id = cfg->instance_id,
         .policy = {.half_life_s = cfg->scheduler_usage_half_life_s,
                    .heartbeat_timeout_s = cfg->scheduler_heartbeat_timeout_s,
-                   .timeout_grace_s = cfg->scheduler_timeout_grace_s},
+                   .timeout_grace_s = cfg->scheduler_timeout_grace_s,
+                   .message_interval_s = cfg->scheduler_reason_message_interval_s},
         .timeout_ms = cfg->kafka_timeout_ms,
         .metrics = svc->metrics};
     int rc =

@@ -158,6 +158,17 @@ handle(cstl_event_reader *r, const rd_kafka_message_t *m, cstl_event_reader_fn f
      * are read without them. */
     bool events = p != NULL && strchr(p->context, '.') == NULL;
     memset(&h, 0, sizeof(h));
+    if (p != NULL && !events && m->payload == NULL && m->key_len > 0) {
+        /* a tombstone of a compacted topic: the key's earlier records are void */
+        data = json_pack("{s:s%}", "key", (const char *)m->key, m->key_len);
+        if (data == NULL) {
+            r->skipped++;
+            return false;
+        }
+        fn(ud, p->context, CSTL_EVENT_READER_TOMBSTONE, data, &h);
+        json_decref(data);
+        return true;
+    }
     if (p == NULL ||
         (events && (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
                     cstl_event_headers_parse(hdrs, &h, NULL) != 0)) ||

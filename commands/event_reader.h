@@ -21,6 +21,9 @@
 
 typedef struct cstl_event_reader cstl_event_reader;
 
+/* The type of a tombstone of a whole topic (see cstl_event_reader_new). */
+#define CSTL_EVENT_READER_TOMBSTONE "Tombstone"
+
 /* Called for each event: context ("jobs"), short type ("JobSubmitted"), data and headers are
  * borrowed for the duration of the call. */
 typedef void (*cstl_event_reader_fn)(void *ud,
@@ -30,8 +33,10 @@ typedef void (*cstl_event_reader_fn)(void *ud,
                                      const cstl_event_headers *headers);
 
 /* A reader of the events topics of contexts (n names, borrowed; a name with a dot is a whole topic
- * name, "constellation.fleet.heartbeats", passed to fn as the context). NULL + err when a topic is
- * missing or the broker cannot be reached within timeout_ms. */
+ * name, "constellation.fleet.heartbeats", passed to fn as the context: its records need no event
+ * headers, and one without a value, a tombstone, is passed as type CSTL_EVENT_READER_TOMBSTONE with
+ * data {"key": <record key>}). NULL + err when a topic is missing or the broker cannot be reached
+ * within timeout_ms. */
 cstl_event_reader *cstl_event_reader_new(const char *brokers,
                                          const char *client_id,
                                          const char *const *contexts,

@@ -36,6 +36,14 @@ const char *cstl_place_reason_name(cstl_place_reason reason)
     return reason_names[reason];
 }
 
+cstl_place_reason cstl_place_reason_parse(const char *name)
+{
+    for (int r = 0; name != NULL && r < CSTL_PLACE_NREASONS; r++)
+        if (strcmp(reason_names[r], name) == 0)
+            return (cstl_place_reason)r;
+    return CSTL_PLACE_NREASONS;
+}
+
 double cstl_place_decay(double usage_gpu_s, double elapsed_s, double half_life_s)
 {
     if (elapsed_s <= 0 || half_life_s <= 0)

@@ -115,6 +115,9 @@ int cstl_place(const cstl_place_input *in, cstl_place_decision *out);
 /* The reason's stable machine-readable name ("WAITING_FOR_GPUS"); "UNKNOWN" outside the enum. */
 const char *cstl_place_reason_name(cstl_place_reason reason);
 
+/* The reason called name (as cstl_place_reason_name writes it), or CSTL_PLACE_NREASONS. */
+cstl_place_reason cstl_place_reason_parse(const char *name);
+
 /* Usage decayed over elapsed_s with the given half-life (> 0): usage * 2^(-elapsed_s/half_life_s).
  * A negative elapsed_s counts as 0. */
 double cstl_place_decay(double usage_gpu_s, double elapsed_s, double half_life_s);

@@ -7,6 +7,7 @@
 
 #include "commands/client.h"
 #include "commands/strmap.h"
+#include "commands/waiting.h"
 #include "platform/error.h"
 
 #include <stdbool.h>
@@ -28,6 +29,7 @@ typedef struct sjob {
     int64_t submitted_at;
     int64_t runtime_limit_s;
     sjob_state state;
+    int64_t version; /* of the job's last event applied */
     char run_id[ID_MAX + 1];
     char worker_id[ID_MAX + 1];
     int64_t started_at; /* 0 unless a run is running */
@@ -64,9 +66,12 @@ typedef struct stenant {
 
 struct cstl_scheduler {
     cstl_scheduler_options o;
-    cstl_strmap *jobs;    /* job id -> sjob */
-    cstl_strmap *workers; /* worker id -> sworker */
-    cstl_strmap *tenants; /* tenant id -> stenant */
+    cstl_strmap *jobs;     /* job id -> sjob */
+    cstl_strmap *workers;  /* worker id -> sworker */
+    cstl_strmap *early;    /* worker id -> int64_t*: its last heartbeat read before its
+                              registration (two topics, read in no fixed order) */
+    cstl_strmap *tenants;  /* tenant id -> stenant */
+    cstl_waiting *waiting; /* the pending reasons published */
 };
 
 cstl_scheduler *cstl_scheduler_new(const cstl_scheduler_options *opts)
@@ -86,7 +91,9 @@ cstl_scheduler *cstl_scheduler_new(const cstl_scheduler_options *opts)
         s->o.inflight_s = 30;
     s->jobs = cstl_strmap_new(free);
     s->workers = cstl_strmap_new(free);
+    s->early = cstl_strmap_new(free);
     s->tenants = cstl_strmap_new(free);
+    s->waiting = cstl_waiting_new(s->o.message_interval_s);
     return s;
 }
 
@@ -96,7 +103,9 @@ void cstl_scheduler_free(cstl_scheduler *s)
         return;
     cstl_strmap_free(s->jobs);
     cstl_strmap_free(s->workers);
+    cstl_strmap_free(s->early);
     cstl_strmap_free(s->tenants);
+    cstl_waiting_free(s->waiting);
     free(s);
 }
 
@@ -137,7 +146,8 @@ static void copy(char *dst, size_t n, const char *src)
     snprintf(dst, n, "%s", src);
 }
 
-static void job_submitted(cstl_scheduler *s, const char *tenant_id, const json_t *d)
+static void
+job_submitted(cstl_scheduler *s, const char *tenant_id, int64_t version, const json_t *d)
 {
     const char *id = str(d, "job_id");
     if (*id == '\0' || strlen(id) > ID_MAX || cstl_strmap_has(s->jobs, id))
@@ -153,6 +163,7 @@ static void job_submitted(cstl_scheduler *s, const char *tenant_id, const json_t
     j->submitted_at = num(d, "at");
     j->runtime_limit_s = num(d, "runtime_limit_seconds");
     j->state = SJ_SUBMITTED;
+    j->version = version;
     cstl_strmap_put(s->jobs, id, j);
 }
 
@@ -167,16 +178,19 @@ static void charge(cstl_scheduler *s, const char *tenant_id, double gpu_s, int64
     t->usage += gpu_s;
 }
 
-static void apply_job(cstl_scheduler *s, const char *type, const char *tenant_id, const json_t *d)
+static void apply_job(
+    cstl_scheduler *s, const char *type, const char *tenant_id, int64_t version, const json_t *d)
 {
     if (strcmp(type, "JobSubmitted") == 0) {
-        job_submitted(s, tenant_id, d);
+        job_submitted(s, tenant_id, version, d);
         return;
     }
     const char *id = str(d, "job_id");
     sjob *j = cstl_strmap_get(s->jobs, id);
     if (j == NULL)
         return;
+    if (version > j->version)
+        j->version = version;
     if (strcmp(type, "JobAdmitted") == 0) {
         j->state = SJ_QUEUED;
     } else if (strcmp(type, "JobPriorityChanged") == 0) {
@@ -252,6 +266,10 @@ static void worker_registered(cstl_scheduler *s, const char *tenant_id, const js
     int64_t at = num(d, "at");
     if (at > w->last_seen)
         w->last_seen = at;
+    const int64_t *early = cstl_strmap_get(s->early, id);
+    if (early != NULL && *early > w->last_seen)
+        w->last_seen = *early;
+    cstl_strmap_remove(s->early, id);
 }
 
 static void apply_fleet(cstl_scheduler *s, const char *type, const char *tenant_id, const json_t *d)
@@ -290,6 +308,7 @@ void cstl_scheduler_apply(cstl_scheduler *s,
                           const char *context,
                           const char *type,
                           const char *tenant_id,
+                          int64_t version,
                           const json_t *data)
 {
     if (s == NULL || context == NULL || type == NULL || !json_is_object(data))
@@ -297,16 +316,51 @@ void cstl_scheduler_apply(cstl_scheduler *s,
     if (tenant_id == NULL)
         tenant_id = "";
     if (strcmp(context, "jobs") == 0)
-        apply_job(s, type, tenant_id, data);
+        apply_job(s, type, tenant_id, version, data);
     else if (strcmp(context, "fleet") == 0)
         apply_fleet(s, type, tenant_id, data);
 }
 
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us)
 {
-    sworker *w = worker_id != NULL ? cstl_strmap_get(s->workers, worker_id) : NULL;
-    if (w != NULL && at_us > w->last_seen)
-        w->last_seen = at_us;
+    if (worker_id == NULL || *worker_id == '\0' || strlen(worker_id) > ID_MAX)
+        return;
+    sworker *w = cstl_strmap_get(s->workers, worker_id);
+    if (w != NULL) {
+        if (at_us > w->last_seen)
+            w->last_seen = at_us;
+        return;
+    }
+    /* its registration is on the fleet events, maybe not read yet (at a start) */
+    int64_t *early = cstl_strmap_get(s->early, worker_id);
+    if (early == NULL) {
+        early = cstl_xmalloc(sizeof(*early));
+        *early = at_us;
+        cstl_strmap_put(s->early, worker_id, early);
+    } else if (at_us > *early) {
+        *early = at_us;
+    }
+}
+
+void cstl_scheduler_waiting_seen(cstl_scheduler *s, const json_t *record)
+{
+    if (s == NULL || !json_is_object(record))
+        return;
+    cstl_waiting_seen(s->waiting, str(record, "job_id"), str(record, "tenant_id"),
+                      (int)num(record, "attempts"), cstl_place_reason_parse(str(record, "reason")),
+                      str(record, "message"), num(record, "at"));
+}
+
+void cstl_scheduler_waiting_cleared(cstl_scheduler *s, const char *job_id)
+{
+    if (s != NULL && job_id != NULL)
+        cstl_waiting_clear(s->waiting, job_id);
+}
+
+void cstl_scheduler_waiting_failed(cstl_scheduler *s, const cstl_waiting_record *r)
+{
+    if (s != NULL && r != NULL)
+        cstl_waiting_failed(s->waiting, r);
 }
 
 void cstl_scheduler_placement_failed(cstl_scheduler *s, const char *job_id)
@@ -509,6 +563,33 @@ static void plan_assignment(cstl_scheduler *s,
                           "run_id", run_id, "gpu_uuids", uuids));
 }
 
+/* The pending reasons to publish (commands/waiting.h): every job queued in the log, with the
+ * reason decided for it (reason_of, per index into jobs; CSTL_PLACE_ASSIGNED when it is being
+ * placed or was not decided). */
+static void plan_waiting(cstl_scheduler *s,
+                         int64_t now_us,
+                         const collect *jobs,
+                         const cstl_place_reason *reason_of,
+                         const char *const *message_of,
+                         cstl_sched_plan *p)
+{
+    cstl_waiting_job *wj = cstl_xcalloc(jobs->n + 1, sizeof(*wj));
+    size_t n = 0;
+    for (size_t i = 0; i < jobs->n; i++) {
+        const sjob *j = jobs->items[i];
+        if (j->state != SJ_QUEUED)
+            continue;
+        wj[n++] = (cstl_waiting_job){.job_id = j->job_id,
+                                     .tenant_id = j->tenant_id,
+                                     .attempts = j->attempts,
+                                     .version = j->version,
+                                     .reason = reason_of[i],
+                                     .message = message_of[i]};
+    }
+    cstl_waiting_diff(s->waiting, wj, n, now_us, &p->waiting, &p->nwaiting);
+    free(wj);
+}
+
 /* 5: placement of the queued jobs that are not in flight. */
 static void plan_placement(
     cstl_scheduler *s, int64_t now_us, collect *workers, collect *jobs, cstl_sched_plan *p)
@@ -525,6 +606,7 @@ static void plan_placement(
                                     .online = w->active && now_us - w->last_seen <= silent};
     }
     sjob **queued = cstl_xcalloc(jobs->n + 1, sizeof(sjob *));
+    size_t *index = cstl_xcalloc(jobs->n + 1, sizeof(size_t)); /* queued -> jobs */
     cstl_place_job *pj = cstl_xcalloc(jobs->n + 1, sizeof(*pj));
     size_t nq = 0;
     for (size_t i = 0; i < jobs->n; i++) {
@@ -532,6 +614,7 @@ static void plan_placement(
         if (j->state != SJ_QUEUED || inflight(j, now_us) || j->gpu_count < 1 ||
             j->gpu_count > CSTL_PLACE_MAX_GPUS)
             continue;
+        index[nq] = i;
         queued[nq] = j;
         pj[nq++] = (cstl_place_job){.job_id = j->job_id,
                                     .tenant_id = j->tenant_id,
@@ -563,6 +646,8 @@ static void plan_placement(
                            .njobs = nq,
                            .charge_s = s->o.charge_s};
     cstl_place_decision *out = cstl_xcalloc(nq + 1, sizeof(*out));
+    cstl_place_reason *reason_of = cstl_xcalloc(jobs->n + 1, sizeof(*reason_of));
+    const char **message_of = cstl_xcalloc(jobs->n + 1, sizeof(char *));
     if (cstl_place(&in, out) == 0) {
         p->queue = cstl_xcalloc(nq + 1, sizeof(*p->queue));
         for (size_t k = 0; k < nq; k++) {
@@ -574,13 +659,19 @@ static void plan_placement(
             q->tenant_position = out[k].tenant_position;
             q->reason = out[k].reason;
             copy(q->message, sizeof(q->message), out[k].message);
+            reason_of[index[out[k].job]] = out[k].reason;
+            message_of[index[out[k].job]] = out[k].message;
             if (out[k].reason == CSTL_PLACE_ASSIGNED)
                 plan_assignment(s, now_us, j, workers->items[out[k].worker], &out[k], p);
         }
     }
+    plan_waiting(s, now_us, jobs, reason_of, message_of, p);
+    free(message_of);
+    free(reason_of);
     free(out);
     free(pt);
     free(pj);
+    free(index);
     free(queued);
     free(pg);
     free(pw);
@@ -607,5 +698,6 @@ void cstl_sched_plan_clear(cstl_sched_plan *p)
         json_decref(p->commands[i].payload);
     free(p->commands);
     free(p->queue);
+    free(p->waiting);
     memset(p, 0, sizeof(*p));
 }

@@ -18,7 +18,9 @@
  * inflight_s: it is not placed again meanwhile and its fresh reservation is not released.
  *
  * The plan also lists every queued job with its place in the scheduling order and the reason it
- * waits, for the read models.
+ * waits (served at GET /v1/scheduler/queue), and the JobWaiting records to publish for the read
+ * models: a job's reason when it changed, its message at most once per message_interval_s, a
+ * tombstone once it left the queue (commands/waiting.h).
  *
  * Thread: one thread owns a cstl_scheduler.
  */
@@ -26,6 +28,7 @@
 #define CSTL_COMMANDS_SCHEDULER_H
 
 #include "commands/placement.h"
+#include "commands/waiting.h"
 
 #include <jansson.h>
 
@@ -40,6 +43,8 @@ typedef struct cstl_scheduler_options {
     double heartbeat_timeout_s; /* a worker silent this long is lost (default 30) */
     double timeout_grace_s;     /* after the runtime limit, before TimeOutJob (default 30) */
     double inflight_s;          /* how long a placement waits for its JobAssigned (default 30) */
+    double message_interval_s;  /* a job's message-only changes published at most this often
+                                   (default 30) */
 } cstl_scheduler_options;
 
 /* A new, empty state; NULL options or zero fields take the defaults. Free with
@@ -51,17 +56,21 @@ void cstl_scheduler_free(cstl_scheduler *s);
 int cstl_scheduler_set_weight(cstl_scheduler *s, const char *tenant_id, double weight);
 
 /*
- * Applies one event of the jobs or fleet context (type: short name, "JobSubmitted"; tenant: its
- * cstl_tenant header; data borrowed). Other events, and events that do not fit the state (a
- * RunStarted of an unknown job), are ignored: the aggregates have already checked them.
+ * Applies one event of the jobs or fleet context (type: short name, "JobSubmitted"; tenant and
+ * version: its cstl_tenant and cstl_version headers; data borrowed). Other events, and events
+ * that do not fit the state (a RunStarted of an unknown job), are ignored: the aggregates have
+ * already checked them.
  */
 void cstl_scheduler_apply(cstl_scheduler *s,
                           const char *context,
                           const char *type,
                           const char *tenant_id,
+                          int64_t version,
                           const json_t *data);
 
-/* Records a heartbeat of worker_id at at_us (UTC microseconds); unknown workers are ignored. */
+/* Records a heartbeat of worker_id at at_us (UTC microseconds). One of a worker not registered
+ * yet is kept for its registration: the heartbeats and fleet events topics are read in no fixed
+ * order, so at a start a worker's heartbeats may come before its WorkerRegistered. */
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us);
 
 typedef struct cstl_sched_command {
@@ -87,13 +96,27 @@ typedef struct cstl_sched_plan {
     size_t ncommands;
     cstl_sched_pending *queue; /* the queued jobs in scheduling order */
     size_t nqueue;
+    cstl_waiting_record *waiting; /* to produce to constellation.jobs.waiting, in this order */
+    size_t nwaiting;
 } cstl_sched_plan;
 
-/* Plans at now_us (UTC microseconds) into out (cleared first). Returns 0. */
+/* Plans at now_us (UTC microseconds) into out (cleared first); the waiting records it lists are
+ * remembered as published. Returns 0. */
 int cstl_scheduler_plan(cstl_scheduler *s, int64_t now_us, cstl_sched_plan *out);
 
 /* Frees what a plan holds; the plan can be reused. */
 void cstl_sched_plan_clear(cstl_sched_plan *p);
+
+/* Remembers a JobWaiting record read back from constellation.jobs.waiting (decoded, borrowed) as
+ * published, so that a restarted scheduler does not publish unchanged reasons again and owes the
+ * tombstones of jobs that left the queue meanwhile. Before the first plan. */
+void cstl_scheduler_waiting_seen(cstl_scheduler *s, const json_t *record);
+
+/* Forgets the record of job_id: a tombstone read back (it follows the job's records). */
+void cstl_scheduler_waiting_cleared(cstl_scheduler *s, const char *job_id);
+
+/* Tells the state that a plan's waiting record r was not delivered (cstl_waiting_failed). */
+void cstl_scheduler_waiting_failed(cstl_scheduler *s, const cstl_waiting_record *r);
 
 /* Tells the state that a placement's commands failed (ReserveGpus or AssignJob rejected): the job
  * is no longer in flight and is placed again by the next plan. */
@@ -121,18 +144,19 @@ typedef struct cstl_scheduler_runner_options {
     cstl_metrics *metrics; /* may be NULL */
 } cstl_scheduler_runner_options;
 
-/* A runner reading the jobs and fleet events and the heartbeats. NULL + err when they cannot be
- * read. */
+/* A runner reading the jobs and fleet events, the heartbeats and constellation.jobs.waiting, and
+ * producing the pending reasons there. NULL + err when a topic cannot be read or the producer
+ * cannot be made. */
 cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_options *opts,
                                                  cstl_error *err);
 
 /*
  * Runs until cstl_scheduler_runner_stop: reads the log to its end, then plans after every batch of
- * events and at least every tick, and sends the plan's commands. A placement sends ReserveGpus
- * and waits for its reply, then AssignJob; an AssignJob refused (the job was cancelled meanwhile)
- * releases the GPUs again. Commands are not sent again within a few seconds of being sent; after
- * that a plan that still asks for one sends it again (same id: deduplicated). Returns 0 when
- * stopped, or a negative code when the events cannot be read.
+ * events and at least every tick, produces the plan's pending reasons and sends its commands. A
+ * placement sends ReserveGpus and waits for its reply, then AssignJob; an AssignJob refused (the
+ * job was cancelled meanwhile) releases the GPUs again. Commands are not sent again within a few
+ * seconds of being sent; after that a plan that still asks for one sends it again (same id:
+ * deduplicated). Returns 0 when stopped, or a negative code when the events cannot be read.
  */
 int cstl_scheduler_runner_run(cstl_scheduler_runner *r, cstl_error *err);
 

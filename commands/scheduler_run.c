@@ -1,6 +1,8 @@
 /*
  * scheduler_run.c - the scheduler process manager's loop (see scheduler.h): the jobs and fleet
- * events and the heartbeats in, the plan's commands out.
+ * events and the heartbeats in, the plan's commands out, and the queued jobs' reasons out to
+ * constellation.jobs.waiting (telemetry, keyed by job id; read back at a start so that a restart
+ * does not publish unchanged reasons again).
  *
  * Exactly once in effect: the state is rebuilt from the whole log at every start and every command
  * id is derived from what it decides, so a command sent again (a restart before its event was read
@@ -8,11 +10,15 @@
  * events. "A GPU is held by at most one job" is the Worker aggregate's rule: if two schedulers ever
  * overlap, the second ReserveGpus of a GPU is refused and that placement is dropped.
  *
- * Thread: run() on one thread; stop(), ready() and queue() from any.
+ * Thread: run() on one thread (delivery reports of the reasons too); stop(), ready() and queue()
+ * from any.
  */
 #include "commands/event_reader.h"
 #include "commands/scheduler.h"
 #include "commands/strmap.h"
+#include "platform/codec.h"
+#include "platform/events.h"
+#include "platform/kafka.h"
 #include "platform/log.h"
 
 #include <pthread.h>
@@ -23,6 +29,7 @@
 #include <time.h>
 
 #define HEARTBEATS_TOPIC "constellation.fleet.heartbeats"
+#define WAITING_TOPIC    "constellation.jobs.waiting"
 #define RESEND_US        (5 * 1000000LL)
 
 struct cstl_scheduler_runner {
@@ -38,6 +45,9 @@ struct cstl_scheduler_runner {
     json_t *queue;
     cstl_metric_family *commands;
     cstl_metric *queued;
+    cstl_kafka_producer *producer; /* the reasons */
+    const cstl_schema_entry *waiting_schema;
+    cstl_metric_family *waiting; /* records by kind: reason, tombstone, failed */
 };
 
 static int64_t wall_us(void)
@@ -54,18 +64,29 @@ static void on_event(void *ud,
                      const cstl_event_headers *headers)
 {
     cstl_scheduler_runner *r = ud;
+    if (strcmp(context, WAITING_TOPIC) == 0) {
+        /* what an earlier run published; afterwards these are this run's own records */
+        if (atomic_load(&r->ready))
+            return;
+        if (strcmp(type, CSTL_EVENT_READER_TOMBSTONE) == 0)
+            cstl_scheduler_waiting_cleared(r->state,
+                                           json_string_value(json_object_get(data, "key")));
+        else
+            cstl_scheduler_waiting_seen(r->state, data);
+        return;
+    }
     if (strcmp(context, HEARTBEATS_TOPIC) == 0) {
         cstl_scheduler_heartbeat(r->state, json_string_value(json_object_get(data, "worker_id")),
                                  json_integer_value(json_object_get(data, "at")));
         return;
     }
-    cstl_scheduler_apply(r->state, context, type, headers->tenant, data);
+    cstl_scheduler_apply(r->state, context, type, headers->tenant, headers->version, data);
 }
 
 cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_options *opts,
                                                  cstl_error *err)
 {
-    static const char *const topics[] = {"fleet", "jobs", HEARTBEATS_TOPIC};
+    static const char *const topics[] = {"fleet", "jobs", HEARTBEATS_TOPIC, WAITING_TOPIC};
     if (opts == NULL || opts->brokers == NULL || opts->client == NULL) {
         cstl_error_set(err, CSTL_EINVAL, "the scheduler needs the brokers and a command client");
         return NULL;
@@ -74,13 +95,28 @@ cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_opt
     snprintf(client_id, sizeof(client_id), "constellation-scheduler-%s",
              opts->instance_id ? opts->instance_id : "");
     int timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
-    cstl_event_reader *reader =
-        cstl_event_reader_new(opts->brokers, client_id, topics, 3, timeout_ms, err);
-    if (reader == NULL)
+    const cstl_schema_entry *schema =
+        cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobWaiting");
+    if (schema == NULL) {
+        cstl_error_set(err, CSTL_EINTERNAL, "no schema jobs.JobWaiting in the catalog");
         return NULL;
+    }
+    cstl_kafka_conf *conf = cstl_kafka_conf_new(opts->brokers, client_id, err);
+    cstl_kafka_producer *producer = conf != NULL ? cstl_kafka_producer_new(conf, err) : NULL;
+    cstl_kafka_conf_free(conf);
+    if (producer == NULL)
+        return NULL;
+    cstl_event_reader *reader =
+        cstl_event_reader_new(opts->brokers, client_id, topics, 4, timeout_ms, err);
+    if (reader == NULL) {
+        cstl_kafka_producer_free(producer);
+        return NULL;
+    }
     cstl_scheduler_runner *r = cstl_xcalloc(1, sizeof(*r));
     r->state = cstl_scheduler_new(&opts->policy);
     r->reader = reader;
+    r->producer = producer;
+    r->waiting_schema = schema;
     r->client = opts->client;
     r->tick_ms = opts->tick_ms > 0 ? opts->tick_ms : 500;
     r->timeout_ms = timeout_ms;
@@ -95,6 +131,11 @@ cstl_scheduler_runner *cstl_scheduler_runner_new(const cstl_scheduler_runner_opt
         cstl_metric_family *q = cstl_metrics_gauge(opts->metrics, "scheduler_queued_jobs",
                                                    "queued jobs at the last plan", NULL, NULL);
         r->queued = q != NULL ? cstl_metrics_child(q, NULL) : NULL;
+        static const char *const kind[] = {"kind", NULL};
+        r->waiting = cstl_metrics_counter(
+            opts->metrics, "scheduler_waiting_records_total",
+            "pending reasons produced to constellation.jobs.waiting: reason, tombstone, failed",
+            kind, NULL);
     }
     return r;
 }
@@ -296,12 +337,102 @@ static void publish_queue(cstl_scheduler_runner *r, const cstl_sched_plan *p)
         cstl_metrics_gauge_set(r->queued, (double)p->nqueue);
 }
 
+static void count_waiting(cstl_scheduler_runner *r, const char *kind)
+{
+    if (r->waiting == NULL)
+        return;
+    const char *values[] = {kind, NULL};
+    cstl_metrics_counter_inc(cstl_metrics_child(r->waiting, values));
+}
+
+/* A produced reason, until its delivery report. */
+typedef struct waiting_sent {
+    cstl_scheduler_runner *r;
+    cstl_waiting_record rec;
+} waiting_sent;
+
+static void on_waiting_delivered(void *opaque, const cstl_kafka_delivery *d)
+{
+    waiting_sent *ws = opaque;
+    if (d->code != 0) {
+        count_waiting(ws->r, "failed");
+        cstl_log_error("scheduler", d->error, "the reason of job %s was not delivered",
+                       ws->rec.job_id);
+        cstl_scheduler_waiting_failed(ws->r->state, &ws->rec);
+    }
+    free(ws);
+}
+
+/* Queues one record of a plan: a JobWaiting with CloudEvents headers (its version the job's
+ * version it was decided from), or a tombstone without headers. */
+static int send_waiting(cstl_scheduler_runner *r, const cstl_waiting_record *w, cstl_error *err)
+{
+    cstl_codec_buf buf = {0};
+    rd_kafka_headers_t *hdrs = NULL;
+    int rc = 0;
+    if (!w->tombstone) {
+        json_t *v =
+            json_pack("{s:s,s:s,s:i,s:s,s:s,s:I}", "job_id", w->job_id, "tenant_id", w->tenant_id,
+                      "attempts", w->attempts, "reason", cstl_place_reason_name(w->reason),
+                      "message", w->message, "at", (json_int_t)w->at);
+        rc = cstl_codec_encode_json(r->waiting_schema, v, &buf, err);
+        json_decref(v);
+        cstl_event_headers h = {.time_us = w->at, .version = w->version > 0 ? w->version : 1};
+        cstl_uuid_v7_string(h.id);
+        snprintf(h.source, sizeof(h.source), "/constellation/scheduler");
+        snprintf(h.type, sizeof(h.type), "%s", r->waiting_schema->ce_type);
+        snprintf(h.subject, sizeof(h.subject), "%s", w->job_id);
+        snprintf(h.tenant, sizeof(h.tenant), "%s", w->tenant_id);
+        hdrs = rd_kafka_headers_new(10);
+        if (rc == 0)
+            rc = cstl_event_headers_build(&h, hdrs, err);
+    }
+    waiting_sent *ws = cstl_xmalloc(sizeof(*ws));
+    *ws = (waiting_sent){.r = r, .rec = *w};
+    for (int tries = 0; rc == 0; tries++) {
+        rc = cstl_kafka_producer_send(r->producer, WAITING_TOPIC, CSTL_KAFKA_PARTITION_UA,
+                                      w->job_id, strlen(w->job_id), buf.data, buf.len, hdrs,
+                                      on_waiting_delivered, ws, err);
+        if (rc != CSTL_EKAFKA || tries >= 50)
+            break;
+        cstl_kafka_producer_poll(r->producer, 10); /* the local queue is full: let it drain */
+        rc = 0;
+    }
+    cstl_codec_buf_free(&buf);
+    if (rc != 0) {
+        if (hdrs != NULL)
+            rd_kafka_headers_destroy(hdrs);
+        free(ws);
+    }
+    return rc;
+}
+
+/* Produces the plan's pending reasons; the delivery reports come in later polls. */
+static void publish_waiting(cstl_scheduler_runner *r, const cstl_sched_plan *p)
+{
+    for (size_t i = 0; i < p->nwaiting; i++) {
+        const cstl_waiting_record *w = &p->waiting[i];
+        cstl_error err;
+        int rc = send_waiting(r, w, &err);
+        if (rc == 0) {
+            count_waiting(r, w->tombstone ? "tombstone" : "reason");
+            continue;
+        }
+        count_waiting(r, "failed");
+        cstl_log_error("scheduler", &err, "cannot produce the reason of job %s", w->job_id);
+        if (rc == CSTL_EKAFKA) /* the queue stayed full: published again by a later plan */
+            cstl_scheduler_waiting_failed(r->state, w);
+    }
+    cstl_kafka_producer_poll(r->producer, 0);
+}
+
 static void plan_and_send(cstl_scheduler_runner *r)
 {
     cstl_sched_plan p = {0};
     int64_t now = wall_us();
     cstl_scheduler_plan(r->state, now, &p);
     publish_queue(r, &p);
+    publish_waiting(r, &p);
     trim_sent(r, now);
     /* liveness and releases first (fire and forget), then the placements */
     outcome *other = cstl_xcalloc(p.ncommands + 1, sizeof(outcome));
@@ -334,6 +465,7 @@ int cstl_scheduler_runner_run(cstl_scheduler_runner *r, cstl_error *err)
     clock_gettime(CLOCK_MONOTONIC, &last);
     while (!atomic_load(&r->stop)) {
         int n = cstl_event_reader_poll(r->reader, 50, on_event, r);
+        cstl_kafka_producer_poll(r->producer, 0); /* delivery reports of the reasons */
         if (n < 0)
             return cstl_error_set(err, n, "the scheduler cannot read the events");
         if (!atomic_load(&r->ready)) {
@@ -383,6 +515,9 @@ void cstl_scheduler_runner_free(cstl_scheduler_runner *r)
     if (r == NULL)
         return;
     cstl_event_reader_free(r->reader);
+    /* the last delivery reports, while the state they report to is still there */
+    cstl_kafka_producer_flush(r->producer, r->timeout_ms, NULL);
+    cstl_kafka_producer_free(r->producer);
     cstl_scheduler_free(r->state);
     cstl_strmap_free(r->sent);
     json_decref(r->queue);

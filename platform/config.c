@@ -136,6 +136,10 @@ static const setting settings[] = {
      3600,
      "seconds past a running job's runtime limit before the scheduler times it out (the worker "
      "enforces the limit itself; this covers a worker that does not)"},
+    {"CONSTELLATION_SCHEDULER_REASON_MESSAGE_INTERVAL_S", SETTING_INT,
+     F(scheduler_reason_message_interval_s), "30", 1, 3600,
+     "seconds between two records of a queued job's pending reason on constellation.jobs.waiting "
+     "when only its message changed (a change of reason is published at once)"},
     {"CONSTELLATION_SCHEDULER_TENANT_WEIGHTS", SETTING_STRING, F(scheduler_tenant_weights), NULL, 0,
      0,
      "fair-share weights, comma-separated TENANT_UUID=WEIGHT (a positive number); tenants not "

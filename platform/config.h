@@ -53,6 +53,7 @@ typedef struct cstl_config {
     int scheduler_heartbeat_timeout_s;
     int scheduler_usage_half_life_s;
     int scheduler_timeout_grace_s;
+    int scheduler_reason_message_interval_s;
     char scheduler_tenant_weights[CSTL_CONFIG_STR_MAX]; /* "" when unset */
     /* worker agent (docs/worker.md); strings "" when unset */
     char worker_api_url[512];

@@ -1,11 +1,15 @@
 /*
  * jobs.c - the jobs projection: jobs (state, reason, queue position), runs and job_history, from
- * constellation.jobs.events.
+ * constellation.jobs.events, and the scheduler's pending reasons from constellation.jobs.waiting.
  *
- * Invariants: every change of a job is guarded by its version (cstl_version): an event applies
- * only when it is newer than the row, so a replay changes nothing; history rows are keyed by
- * (job_id, version). Each event is one statement (data-modifying CTEs), one round trip. Queue
- * positions are not stored: read.jobs counts them when read (migration 0005).
+ * Invariants: every change of a job by an event is guarded by its version (cstl_version): an
+ * event applies only when it is newer than the row, so a replay changes nothing; history rows are
+ * keyed by (job_id, version). Each event is one statement (data-modifying CTEs), one round trip.
+ * Queue positions are not stored: read.jobs counts them when read (migration 0005).
+ * A pending reason (JobWaiting) is kept in job_waiting, the last one per job (a tombstone removes
+ * it), and copied to the job while it is queued in the stay the record names (its attempts);
+ * JobAdmitted and JobRequeued take the kept one of their stay if it was read first (migration
+ * 0007). Either order gives the same rows.
  * Called from the projector's thread inside its batch transaction.
  */
 #include "projections/projection.h"
@@ -22,6 +26,10 @@
     "data) SELECT u.tenant_id, $1, $2, $4, $5, cstl_ts($3), $6::jsonb FROM u "                     \
     "ON CONFLICT (job_id, version) DO NOTHING)"
 #define COUNT " SELECT count(*) FROM u"
+/* A column of the pending reason kept for the stay in the queue that the job starts (its attempts
+ * do not change on queueing), NULL when none was read yet. */
+#define KEPT(column)                                                                               \
+    "(SELECT w." column " FROM job_waiting w WHERE w.job_id = $1 AND w.attempts = jobs.attempts)"
 
 typedef enum field_kind { STR, STR_NULL, INT, INT_NULL, JSON, LOWER, LOWER_NULL } field_kind;
 
@@ -59,8 +67,9 @@ static const event_spec specs[] = {
       {"submitted_by", STR}}},
     {"JobAdmitted",
      "at",
-     HEAD ", state = 'queued', reason = 'waiting_for_gpus', reason_message = NULL, "
-          "reservation_id = $7" TAIL HISTORY COUNT,
+     HEAD ", state = 'queued', reason = coalesce(" KEPT(
+         "reason") ", 'waiting_for_gpus'), "
+                   "reason_message = " KEPT("message") ", reservation_id = $7" TAIL HISTORY COUNT,
      {{"reservation_id", STR}}},
     {"JobRejected",
      "at",
@@ -108,8 +117,11 @@ static const event_spec specs[] = {
      {{"reason", LOWER}, {"message", STR_NULL}, {"attempts", INT}}},
     {"JobRequeued",
      "at",
-     HEAD ", state = 'queued', reason = 'requeued', reason_message = $7::text || '; ' || "
-          "$8::int || ' retries left', current_run_id = NULL" TAIL HISTORY COUNT,
+     HEAD ", state = 'queued', reason = coalesce(" KEPT(
+         "reason") ", 'requeued'), "
+                   "reason_message = coalesce(" KEPT(
+                       "message") ", $7::text || '; ' || $8::int || "
+                                  "' retries left'), current_run_id = NULL" TAIL HISTORY COUNT,
      {{"reason", STR}, {"retries_left", INT}}},
     {"JobCancelled",
      "at",
@@ -127,12 +139,51 @@ static const event_spec specs[] = {
 
 static const char exists_sql[] = "SELECT 1 FROM jobs WHERE job_id = $1";
 
+/* $1 job_id, $2 tenant_id, $3 attempts, $4 reason (lower case), $5 message, $6 at (us). Keeps the
+ * record (records of one job come in order: the last one wins), and sets the job's reason if it
+ * is queued in the stay the record names. Not named "u": it has no set form. */
+static const char waiting_sql[] =
+    "WITH w AS (INSERT INTO job_waiting (job_id, tenant_id, attempts, reason, message, at) "
+    "VALUES ($1, $2, $3::int, $4, $5, cstl_ts($6::bigint)) ON CONFLICT (job_id) DO UPDATE SET "
+    "tenant_id = excluded.tenant_id, attempts = excluded.attempts, reason = excluded.reason, "
+    "message = excluded.message, at = excluded.at RETURNING job_id), "
+    "j AS (UPDATE jobs SET reason = $4, reason_message = $5 WHERE job_id = $1 AND "
+    "state = 'queued' AND attempts = $3::int AND (reason, reason_message) IS DISTINCT FROM "
+    "($4, $5)) SELECT count(*) FROM w";
+
+/* $1 job_id: the job left the queue, its records are void. */
+static const char tombstone_sql[] =
+    "WITH d AS (DELETE FROM job_waiting WHERE job_id = $1 RETURNING job_id) SELECT count(*) FROM d";
+
+/* A pending reason of the scheduler, or a tombstone, from constellation.jobs.waiting. */
+static int apply_waiting(cstl_pg_conn *conn, const char *type, const json_t *data, cstl_error *err)
+{
+    bool tombstone = strcmp(type, CSTL_PROJ_TOMBSTONE) == 0;
+    cstl_proj_params p = {0};
+    cstl_proj_str(&p, data, tombstone ? "key" : "job_id", false);
+    if (!tombstone) {
+        cstl_proj_str(&p, data, "tenant_id", false);
+        cstl_proj_int(&p, data, "attempts", false);
+        cstl_proj_lower(&p, data, "reason", false);
+        cstl_proj_str(&p, data, "message", false);
+        cstl_proj_int(&p, data, "at", false);
+    }
+    int rc = cstl_proj_params_check(&p, type, err);
+    if (rc == 0)
+        rc = cstl_proj_guarded(conn, tombstone ? "jobs_Tombstone" : "jobs_JobWaiting",
+                               tombstone ? tombstone_sql : waiting_sql, &p, NULL, NULL, "job", err);
+    cstl_proj_params_free(&p);
+    return rc;
+}
+
 int cstl_projection_jobs_apply(cstl_pg_conn *conn,
                                const cstl_event_headers *h,
                                const char *type,
                                const json_t *data,
                                cstl_error *err)
 {
+    if (strcmp(type, "JobWaiting") == 0 || strcmp(type, CSTL_PROJ_TOMBSTONE) == 0)
+        return apply_waiting(conn, type, data, err);
     const event_spec *spec = NULL;
     for (size_t i = 0; i < CSTL_ARRAY_LEN(specs); i++)
         if (strcmp(specs[i].type, type) == 0)

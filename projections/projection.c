@@ -12,13 +12,15 @@
 
 static const char *const tenants_contexts[] = {"tenants", NULL};
 static const char *const jobs_contexts[] = {"jobs", NULL};
+/* the scheduler's pending reasons (JobWaiting, tombstones) */
+static const char *const jobs_topics[] = {"jobs.waiting", NULL};
 /* fleet reads JobSubmitted too, to know the tenant of the job holding a GPU */
 static const char *const fleet_contexts[] = {"fleet", "jobs", NULL};
 
 static const cstl_projection tenants = {"tenants", tenants_contexts, cstl_projection_tenants_apply,
                                         NULL};
 static const cstl_projection jobs = {"jobs", jobs_contexts, cstl_projection_jobs_apply,
-                                     cstl_projection_jobs_set_sql};
+                                     cstl_projection_jobs_set_sql, jobs_topics};
 static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL};
 
 static const cstl_projection *const all[] = {&tenants, &jobs, &fleet};

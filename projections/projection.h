@@ -2,9 +2,10 @@
  * projection.h - the projections (read models) and what they share: the registry of projections,
  * the apply contract, and helpers to bind event fields to prepared statements.
  *
- * A projection consumes the events topics of some contexts and applies each event to its tables in
- * PostgreSQL. Its tables live in the schema <name>_v<N> (projections/migrations/0002); the caller
- * sets search_path to that schema, so the SQL here uses unqualified table names.
+ * A projection consumes the events topics of some contexts (and maybe some telemetry topics) and
+ * applies each event to its tables in PostgreSQL. Its tables live in the schema <name>_v<N>
+ * (projections/migrations/0002); the caller sets search_path to that schema, so the SQL here uses
+ * unqualified table names.
  *
  * Apply contract: apply(conn, headers, type, data, err) runs inside the caller's transaction (the
  * projector's batch, or a SAVEPOINT of it). type is the event's short name ("JobSubmitted"), data
@@ -14,6 +15,11 @@
  * (returns 0). Returns 0, a retriable code (CSTL_EPG_CONN, CSTL_EPG_RETRY, CSTL_ETIMEDOUT: redo the
  * batch), or another code when the event itself cannot be applied (a missing field, an unknown
  * aggregate, a constraint violation): the projector dead-letters it.
+ *
+ * A record without a value (a tombstone of a compacted telemetry topic: the key's earlier records
+ * are void) is passed with type CSTL_PROJ_TOMBSTONE, data {"key": <record key>} and headers all
+ * empty but the subject, the key. It carries no version: what it removes must not depend on the
+ * order in which the records of different topics are read.
  *
  * Threads: apply functions keep no state; a connection is used by one thread at a time.
  */
@@ -50,7 +56,12 @@ typedef struct cstl_projection {
     cstl_projection_apply_fn apply;
     cstl_projection_set_sql_fn set_sql; /* may be NULL: events of distinct aggregates are
                                            independent, so a batch may be applied in waves */
+    const char *const *topics; /* further topics it consumes, without the "constellation." prefix
+                                  ("jobs.waiting"), NULL-ended; may be NULL */
 } cstl_projection;
+
+/* The type a tombstone is applied with (see the apply contract). */
+#define CSTL_PROJ_TOMBSTONE "Tombstone"
 
 /* The projections, in a fixed order; *n receives their count. Static. */
 const cstl_projection *const *cstl_projections_all(size_t *n);

@@ -68,6 +68,23 @@ void proj_items_prepare(proj_item *items, size_t n)
         cstl_error err;
         rd_kafka_headers_t *hdrs = NULL;
         const cstl_schema_entry *writer = NULL;
+        if (m->payload == NULL) { /* a tombstone: see the apply contract */
+            memset(&it->h, 0, sizeof(it->h));
+            if (m->key == NULL || m->key_len == 0 || m->key_len > CSTL_EVENT_HEADER_MAX) {
+                snprintf(it->dlq_reason, sizeof(it->dlq_reason),
+                         "a record without a value needs a key of 1 to %d bytes",
+                         CSTL_EVENT_HEADER_MAX);
+                continue;
+            }
+            memcpy(it->h.subject, m->key, m->key_len);
+            it->data = json_pack("{s:s%}", "key", (const char *)m->key, m->key_len);
+            if (it->data == NULL)
+                snprintf(it->dlq_reason, sizeof(it->dlq_reason),
+                         "the key of a record without a value is not UTF-8");
+            else
+                it->type = CSTL_PROJ_TOMBSTONE;
+            continue;
+        }
         if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
             snprintf(it->dlq_reason, sizeof(it->dlq_reason), "the record has no headers");
             continue;

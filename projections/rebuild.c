@@ -105,9 +105,14 @@ static int open_consumer(rebuild *r, cstl_kafka_conf *conf, cstl_error *err)
     const char *prefix = r->o->topic_prefix ? r->o->topic_prefix : "constellation.";
     r->parts = rd_kafka_topic_partition_list_new(8);
     int rc = 0;
-    for (const char *const *c = r->core.proj->contexts; rc == 0 && *c; c++) {
+    /* the events topics of its contexts, then its other topics */
+    const char *const *c = r->core.proj->contexts, *const *t = r->core.proj->topics;
+    while (rc == 0 && (*c != NULL || (t != NULL && *t != NULL))) {
         char topic[PROJ_NAME_MAX];
-        snprintf(topic, sizeof(topic), "%s%s.events", prefix, *c);
+        if (*c != NULL)
+            snprintf(topic, sizeof(topic), "%s%s.events", prefix, *c++);
+        else
+            snprintf(topic, sizeof(topic), "%s%s", prefix, *t++);
         int32_t n = 0;
         rc = cstl_kafka_admin_partition_count(admin, topic, 10000, &n, err);
         for (int32_t p = 0; rc == 0 && p < n; p++)

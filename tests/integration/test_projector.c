@@ -1,10 +1,11 @@
 /*
  * End-to-end tests of the projector runtime against the real Kafka and PostgreSQL: a random
  * stream of job, fleet and tenant lifecycle events (CSTL_TEST_EVENTS, default 12000, about 1500
- * jobs; CSTL_TEST_EVENTS=50000 for the long run, which does not fit the 90 s budget) produced
- * transactionally while the projectors run and their PostgreSQL connections are killed; the
- * incrementally built read models must equal, row for row, both the models rebuilt from offset 0
- * by the rebuild and the models built by applying the stream directly. Then the live projectors
+ * jobs; CSTL_TEST_EVENTS=50000 for the long run, which does not fit the 90 s budget), with the
+ * scheduler's pending reasons on their own topic (some late, some followed by a tombstone),
+ * produced transactionally while the projectors run and their PostgreSQL connections are killed;
+ * the incrementally built read models must equal, row for row, both the models rebuilt from offset
+ * 0 by the rebuild and the models built by applying the stream directly. Then the live projectors
  * must follow the switch to the rebuilt version, a poison record must land in the DLQ with its
  * reason headers while later events apply, and row-level security must hide other tenants' rows.
  */
@@ -30,6 +31,7 @@ typedef struct gen_job {
     char id[CSTL_UUID_STRLEN + 1];
     char run[CSTL_UUID_STRLEN + 1];
     int tenant, worker, state, version, attempts;
+    bool published; /* has a pending reason on the waiting topic */
 } gen_job;
 
 typedef struct gen_worker {
@@ -48,6 +50,20 @@ static json_t *at_now(void)
 {
     pe.clock_us += 1000;
     return json_integer(pe.clock_us);
+}
+
+static const char *const wait_reasons[] = {"GPU_MODEL_ABSENT", "WAITING_FOR_GPUS",
+                                           "HIGHER_PRIORITY_AHEAD", "TENANT_AT_FAIR_SHARE"};
+
+/* A pending reason of j's current stay in the queue, as the scheduler publishes it. */
+static void waiting(gen_job *j)
+{
+    char message[64];
+    snprintf(message, sizeof(message), "%d GPUs free", rnd(4));
+    pe.clock_us += 1000;
+    pe_emit_waiting(j->id, tenants[j->tenant], j->version, j->attempts, wait_reasons[rnd(4)],
+                    message, pe.clock_us);
+    j->published = true;
 }
 
 /* Appends about n random lifecycle events to pe.events. */
@@ -119,6 +135,10 @@ static void generate(size_t n)
             }
             break;
         case 1: /* queued */
+            if (rnd(3) == 0) {
+                waiting(j);
+                break;
+            }
             if (rnd(4) == 0) {
                 pe_emit("jobs", "JobPriorityChanged", j->id, jt, ++j->version,
                         json_pack("{s:s,s:i,s:i,s:o}", "job_id", j->id, "old_priority", 0,
@@ -137,6 +157,16 @@ static void generate(size_t n)
                               "run_id", j->run, "gpu_uuids", gpu, "at", at_now()));
             j->attempts++;
             j->state = 2;
+            /* a scheduler that decided before it read the JobAssigned; then the tombstone */
+            if (j->published && rnd(4) == 0) {
+                j->attempts--;
+                waiting(j);
+                j->attempts++;
+            }
+            if (j->published && rnd(3) != 0) {
+                pe_emit_tombstone(j->id);
+                j->published = false;
+            }
             break;
         case 2: /* assigned */
             pe_emit("jobs", "RunStarted", j->id, jt, ++j->version,
@@ -287,6 +317,21 @@ static void test_incremental_equals_rebuilt_and_direct(void **state)
                                     "DESC, submitted_at, job_id) AS pos FROM jobs_v1.jobs WHERE "
                                     "state = 'queued') q USING (job_id) "
                                     "WHERE j.queue_position IS DISTINCT FROM q.pos"),
+                     0);
+    /* a queued job has the pending reason kept for its stay in the queue, or its event's */
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM jobs_v1.jobs j LEFT JOIN "
+                                    "jobs_v1.job_waiting w ON w.job_id = j.job_id AND "
+                                    "w.attempts = j.attempts WHERE j.state = 'queued' AND "
+                                    "j.reason IS DISTINCT FROM coalesce(w.reason, CASE WHEN "
+                                    "j.attempts = 0 THEN 'waiting_for_gpus' ELSE 'requeued' END)"),
+                     0);
+    assert_true(pe_long(pe.pg, "SELECT count(*) FROM jobs_v1.jobs j JOIN jobs_v1.job_waiting w "
+                               "USING (job_id) WHERE j.state = 'queued' AND "
+                               "j.attempts = w.attempts") > 10);
+    /* and no job out of the queue has one */
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM jobs_v1.jobs WHERE state <> 'queued' "
+                                    "AND reason IN ('gpu_model_absent', 'waiting_for_gpus', "
+                                    "'higher_priority_ahead', 'tenant_at_fair_share')"),
                      0);
     /* and the queued jobs per tenant and priority that they sum are exact */
     assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM ((SELECT tenant_id, priority, count(*) "

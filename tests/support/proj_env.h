@@ -1,8 +1,9 @@
 /*
  * proj_env.h - test support for the projections: a throwaway database cstl_test_<pid>_<random>
- * with every migration applied, throwaway events topics test.<pid>.<random>.<ctx>.events and
- * .dlq, and an event emitter that both records events (for direct application) and produces them
- * transactionally to Kafka like the command handler does. Header-only, one includer per test.
+ * with every migration applied, throwaway events topics test.<pid>.<random>.<ctx>.events, the
+ * telemetry topic ...jobs.waiting and .dlq, and an event emitter that both records events (for
+ * direct application) and produces them transactionally to Kafka like the command handler does
+ * (telemetry records and tombstones too, to their own topic). Header-only, one includer per test.
  */
 #ifndef CSTL_TESTS_PROJ_ENV_H
 #define CSTL_TESTS_PROJ_ENV_H
@@ -25,8 +26,12 @@
 
 #define PE_PARTITIONS 3
 
+#define PE_WAITING_TOPIC "jobs.waiting" /* the other topic a projection reads (jobs) */
+
 typedef struct pe_event {
     char ctx[16];
+    char topic[32]; /* "" for the context's events topic, else PE_WAITING_TOPIC */
+    bool tombstone; /* a record without a value (type CSTL_PROJ_TOMBSTONE, data {"key"}) */
     char type[48];
     cstl_event_headers h;
     json_t *data;
@@ -149,16 +154,18 @@ static inline int pe_setup(void)
     pe.kadmin = pe.conf ? cstl_kafka_admin_new(pe.conf, &err) : NULL;
     if (pe.kadmin == NULL)
         return -1;
-    char names[4][160];
+    char names[5][160];
     const char *ctxs[] = {"tenants", "jobs", "fleet"};
-    cstl_kafka_topic_spec specs[4];
+    cstl_kafka_topic_spec specs[5];
     for (int i = 0; i < 3; i++) {
         snprintf(names[i], sizeof(names[i]), "%s%s.events", pe.prefix, ctxs[i]);
         specs[i] = (cstl_kafka_topic_spec){names[i], PE_PARTITIONS, 1, NULL};
     }
     snprintf(names[3], sizeof(names[3]), "%sdlq", pe.prefix);
     specs[3] = (cstl_kafka_topic_spec){names[3], 1, 1, NULL};
-    if (cstl_kafka_admin_create_topics(pe.kadmin, specs, 4, 30000, NULL, NULL, &err) != 0) {
+    snprintf(names[4], sizeof(names[4]), "%s%s", pe.prefix, PE_WAITING_TOPIC);
+    specs[4] = (cstl_kafka_topic_spec){names[4], PE_PARTITIONS, 1, NULL};
+    if (cstl_kafka_admin_create_topics(pe.kadmin, specs, 5, 30000, NULL, NULL, &err) != 0) {
         fprintf(stderr, "cannot create topics: %s\n", err.message);
         return -1;
     }
@@ -186,14 +193,15 @@ static inline void pe_teardown(void)
     free(pe.events);
     cstl_kafka_producer_free(pe.txn);
     if (pe.kadmin) {
-        char names[4][160];
-        const char *ptrs[4];
-        const char *ctxs[] = {"tenants.events", "jobs.events", "fleet.events", "dlq"};
-        for (int i = 0; i < 4; i++) {
+        char names[5][160];
+        const char *ptrs[5];
+        const char *ctxs[] = {"tenants.events", "jobs.events", "fleet.events", "dlq",
+                              PE_WAITING_TOPIC};
+        for (int i = 0; i < 5; i++) {
             snprintf(names[i], sizeof(names[i]), "%s%s", pe.prefix, ctxs[i]);
             ptrs[i] = names[i];
         }
-        cstl_kafka_admin_delete_topics(pe.kadmin, ptrs, 4, 30000, NULL);
+        cstl_kafka_admin_delete_topics(pe.kadmin, ptrs, 5, 30000, NULL);
     }
     cstl_kafka_admin_free(pe.kadmin);
     cstl_kafka_conf_free(pe.conf);
@@ -233,6 +241,52 @@ static inline pe_event *pe_emit(const char *ctx,
     return e;
 }
 
+/* Records a JobWaiting of the scheduler for job (version: the job's version it was decided from;
+ * reason: "GPU_MODEL_ABSENT"...), on PE_WAITING_TOPIC. */
+static inline pe_event *pe_emit_waiting(const char *job,
+                                        const char *tenant,
+                                        int64_t version,
+                                        int attempts,
+                                        const char *reason,
+                                        const char *message,
+                                        int64_t at)
+{
+    pe_event *e = pe_emit("jobs", "JobWaiting", job, tenant, version > 0 ? version : 1,
+                          json_pack("{s:s,s:s,s:i,s:s,s:s,s:I}", "job_id", job, "tenant_id", tenant,
+                                    "attempts", attempts, "reason", reason, "message", message,
+                                    "at", (json_int_t)at));
+    snprintf(e->topic, sizeof(e->topic), "%s", PE_WAITING_TOPIC);
+    snprintf(e->h.source, sizeof(e->h.source), "/constellation/scheduler");
+    e->h.time_us = at;
+    return e;
+}
+
+/* Records a tombstone of job on PE_WAITING_TOPIC, as the projector passes it on. */
+static inline pe_event *pe_emit_tombstone(const char *job)
+{
+    pe_event *e = pe_emit("jobs", CSTL_PROJ_TOMBSTONE, job, "", 0, json_pack("{s:s}", "key", job));
+    snprintf(e->topic, sizeof(e->topic), "%s", PE_WAITING_TOPIC);
+    e->tombstone = true;
+    memset(&e->h, 0, sizeof(e->h));
+    snprintf(e->h.subject, sizeof(e->h.subject), "%.255s", job);
+    return e;
+}
+
+/* True when projection p reads event e (its context's events topic, or one of its topics). */
+static inline bool pe_reads(const cstl_projection *p, const pe_event *e)
+{
+    if (e->topic[0] != '\0') {
+        for (const char *const *t = p->topics; t && *t; t++)
+            if (strcmp(*t, e->topic) == 0)
+                return true;
+        return false;
+    }
+    for (const char *const *c = p->contexts; *c; c++)
+        if (strcmp(*c, e->ctx) == 0)
+            return true;
+    return false;
+}
+
 /* Produces events [from, to) in transactions of per_txn events. Returns 0 or fails loudly. */
 static inline int pe_produce(size_t from, size_t to, size_t per_txn)
 {
@@ -247,28 +301,35 @@ static inline int pe_produce(size_t from, size_t to, size_t per_txn)
             pe_event *e = &pe.events[i];
             char name[80], topic[160];
             snprintf(name, sizeof(name), "%s.%s", e->ctx, e->type);
-            snprintf(topic, sizeof(topic), "%s%s.events", pe.prefix, e->ctx);
-            const cstl_schema_entry *entry = cstl_schema_catalog_find(cat, name);
-            if (entry == NULL || cstl_codec_encode_json(entry, e->data, &buf, &err) != 0) {
+            if (e->topic[0] != '\0')
+                snprintf(topic, sizeof(topic), "%s%s", pe.prefix, e->topic);
+            else
+                snprintf(topic, sizeof(topic), "%s%s.events", pe.prefix, e->ctx);
+            const cstl_schema_entry *entry =
+                e->tombstone ? NULL : cstl_schema_catalog_find(cat, name);
+            buf.len = 0;
+            if (!e->tombstone &&
+                (entry == NULL || cstl_codec_encode_json(entry, e->data, &buf, &err) != 0)) {
                 fprintf(stderr, "cannot encode %s: %s\n", name, entry ? err.message : "unknown");
                 rc = -1;
                 break;
             }
-            rd_kafka_headers_t *hdrs = rd_kafka_headers_new(12);
-            rc = cstl_event_headers_build(&e->h, hdrs, &err);
+            rd_kafka_headers_t *hdrs = e->tombstone ? NULL : rd_kafka_headers_new(12);
+            rc = e->tombstone ? 0 : cstl_event_headers_build(&e->h, hdrs, &err);
             int32_t part =
                 cstl_kafka_partition_for_key(e->h.subject, strlen(e->h.subject), PE_PARTITIONS);
             for (int tries = 0; rc == 0; tries++) {
                 rc = cstl_kafka_producer_send(pe.txn, topic, part, e->h.subject,
-                                              strlen(e->h.subject), buf.data, buf.len, hdrs, NULL,
-                                              NULL, &err);
+                                              strlen(e->h.subject), e->tombstone ? NULL : buf.data,
+                                              buf.len, hdrs, NULL, NULL, &err);
                 if (rc != CSTL_EKAFKA || tries > 1000)
                     break;
                 cstl_kafka_producer_poll(pe.txn, 10);
                 rc = 0;
             }
             if (rc != 0) {
-                rd_kafka_headers_destroy(hdrs);
+                if (hdrs != NULL)
+                    rd_kafka_headers_destroy(hdrs);
                 fprintf(stderr, "cannot produce: %s\n", err.message);
             }
         }
@@ -294,10 +355,7 @@ static inline int pe_apply_direct(const char *schema, size_t from, size_t to)
     const cstl_projection *p = cstl_projection_find(proj);
     for (size_t i = from; i < to; i++) {
         pe_event *e = &pe.events[i];
-        int wanted = 0;
-        for (const char *const *c = p->contexts; *c; c++)
-            wanted |= strcmp(*c, e->ctx) == 0;
-        if (!wanted)
+        if (!pe_reads(p, e))
             continue;
         cstl_error err;
         if (p->apply(pe.pg, &e->h, e->type, e->data, &err) != 0) {

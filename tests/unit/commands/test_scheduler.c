@@ -2,7 +2,8 @@
  * test_scheduler.c - the scheduler's state and plan: a job's way from admission to placement
  * (ReserveGpus then AssignJob, deterministic ids, in flight until assigned), release of GPUs a job
  * no longer uses, lost workers and the requeue of their jobs, runtime-limit timeouts, the usage
- * that orders tenants, and the queue it publishes with reasons.
+ * that orders tenants, the queue it publishes with reasons, and the pending reasons it produces
+ * for the read models.
  */
 #include "commands/scheduler.h"
 #include "platform/error.h"
@@ -24,24 +25,29 @@ static const char *const FLEET = "01890a5d-ac96-774b-bcce-b302099a8050";
 static void
 ev(cstl_scheduler *s, const char *context, const char *type, const char *tenant, json_t *data)
 {
-    cstl_scheduler_apply(s, context, type, tenant, data);
+    cstl_scheduler_apply(s, context, type, tenant, 0, data);
     json_decref(data);
 }
 
-/* A worker with n GPUs "<id>-g<i>" of 81920 MiB, registered at at. */
-static void worker(cstl_scheduler *s, const char *id, int n, int64_t at)
+/* A worker with n GPUs "<id>-g<i>" of model and 81920 MiB, registered at at. */
+static void worker_of(cstl_scheduler *s, const char *id, int n, const char *model, int64_t at)
 {
     json_t *gpus = json_array();
     for (int i = 0; i < n; i++) {
         char uuid[64];
         snprintf(uuid, sizeof(uuid), "%s-g%d", id, i);
-        json_array_append_new(gpus, json_pack("{s:s,s:s,s:I,s:s}", "uuid", uuid, "model", "H100",
+        json_array_append_new(gpus, json_pack("{s:s,s:s,s:I,s:s}", "uuid", uuid, "model", model,
                                               "memory_mib", (json_int_t)81920, "compute_capability",
                                               "9.0"));
     }
     ev(s, "fleet", "WorkerRegistered", FLEET,
        json_pack("{s:s,s:s,s:o,s:{},s:I}", "worker_id", id, "hostname", id, "gpus", gpus, "labels",
                  "at", (json_int_t)at));
+}
+
+static void worker(cstl_scheduler *s, const char *id, int n, int64_t at)
+{
+    worker_of(s, id, n, "H100", at);
 }
 
 static void
@@ -275,6 +281,121 @@ static void test_fair_share_and_queue(void **state)
     cstl_scheduler_free(s);
 }
 
+/* Regression: at a start the scheduler reads the heartbeats and the fleet events in no fixed
+ * order; heartbeats read before the worker's registration were ignored, and a live worker was
+ * marked lost by the first plan. */
+static void test_heartbeats_read_before_registration_count(void **state)
+{
+    (void)state;
+    cstl_scheduler *s = cstl_scheduler_new(NULL);
+    cstl_scheduler_heartbeat(s, "w1", 50 * S);
+    cstl_scheduler_heartbeat(s, "w1", 70 * S);
+    cstl_scheduler_heartbeat(s, "w1", 60 * S);
+    cstl_scheduler_heartbeat(s, "w2", 20 * S);
+    cstl_scheduler_heartbeat(s, NULL, 20 * S);
+    worker(s, "w1", 1, 1 * S);
+    worker(s, "w2", 1, 1 * S);
+    cstl_sched_plan p = {0};
+    cstl_scheduler_plan(s, 80 * S, &p); /* 30 s timeout: w1 seen 10 s ago, w2 60 s ago */
+    assert_null(find(&p, "MarkWorkerLost", "w1"));
+    const cstl_sched_command *lost = find(&p, "MarkWorkerLost", "w2");
+    assert_non_null(lost);
+    assert_int_equal(json_integer_value(json_object_get(lost->payload, "last_heartbeat_at")),
+                     20 * S);
+    cstl_sched_plan_clear(&p);
+    cstl_scheduler_free(s);
+}
+
+/* A job asking for one GPU of model (NULL: any), submitted (version 1) and admitted (2). */
+static void versioned_job(cstl_scheduler *s, const char *id, const char *model, int64_t at)
+{
+    json_t *d =
+        json_pack("{s:s,s:s,s:i,s:I,s:s?,s:i,s:I,s:I}", "job_id", id, "tenant_id", T1, "gpu_count",
+                  1, "min_gpu_memory_mib", (json_int_t)0, "gpu_model", model, "priority", 0,
+                  "runtime_limit_seconds", (json_int_t)60, "at", (json_int_t)at);
+    cstl_scheduler_apply(s, "jobs", "JobSubmitted", T1, 1, d);
+    json_decref(d);
+    d = json_pack("{s:s}", "job_id", id);
+    cstl_scheduler_apply(s, "jobs", "JobAdmitted", T1, 2, d);
+    json_decref(d);
+}
+
+static void test_pending_reasons_published(void **state)
+{
+    (void)state;
+    cstl_scheduler *s = cstl_scheduler_new(NULL);
+    worker(s, "w1", 1, 1 * S);
+    versioned_job(s, "a", NULL, 1 * S);
+    versioned_job(s, "b200", "B200", 2 * S);
+    cstl_sched_plan p = {0};
+    /* a is placed (nothing to publish), b200 waits for a model the fleet lacks */
+    cstl_scheduler_plan(s, 3 * S, &p);
+    assert_non_null(find(&p, "AssignJob", "a"));
+    assert_int_equal(p.nwaiting, 1);
+    assert_string_equal(p.waiting[0].job_id, "b200");
+    assert_false(p.waiting[0].tombstone);
+    assert_int_equal(p.waiting[0].reason, CSTL_PLACE_GPU_MODEL_ABSENT);
+    assert_non_null(strstr(p.waiting[0].message, "B200"));
+    assert_string_equal(p.waiting[0].tenant_id, T1);
+    assert_int_equal(p.waiting[0].attempts, 0);
+    assert_int_equal(p.waiting[0].version, 2);
+    assert_int_equal(p.waiting[0].at, 3 * S);
+    accept_placement(s, &p, "a");
+    cstl_sched_plan_clear(&p);
+    /* unchanged: nothing; c waits for a's GPU */
+    versioned_job(s, "c", NULL, 4 * S);
+    cstl_scheduler_heartbeat(s, "w1", 4 * S);
+    cstl_scheduler_plan(s, 5 * S, &p);
+    assert_int_equal(p.nwaiting, 1);
+    assert_string_equal(p.waiting[0].job_id, "c");
+    assert_int_equal(p.waiting[0].reason, CSTL_PLACE_WAITING_FOR_GPUS);
+    cstl_sched_plan_clear(&p);
+    /* a worker with the model: b200 is placed, and once its JobAssigned is read its record gets a
+     * tombstone */
+    worker_of(s, "w2", 1, "B200", 6 * S);
+    cstl_scheduler_plan(s, 6 * S, &p);
+    assert_non_null(find(&p, "AssignJob", "b200"));
+    assert_int_equal(p.nwaiting, 0);
+    accept_placement(s, &p, "b200");
+    cstl_sched_plan_clear(&p);
+    cstl_scheduler_plan(s, 7 * S, &p);
+    assert_int_equal(p.nwaiting, 1);
+    assert_string_equal(p.waiting[0].job_id, "b200");
+    assert_true(p.waiting[0].tombstone);
+    cstl_sched_plan_clear(&p);
+    /* a record that was not delivered goes out again */
+    cstl_scheduler_plan(s, 8 * S, &p);
+    assert_int_equal(p.nwaiting, 0);
+    cstl_sched_plan_clear(&p);
+    cstl_waiting_record lost = {.attempts = 0, .reason = CSTL_PLACE_WAITING_FOR_GPUS, .at = 5 * S};
+    snprintf(lost.job_id, sizeof(lost.job_id), "c");
+    cstl_scheduler_waiting_failed(s, &lost);
+    cstl_scheduler_plan(s, 9 * S, &p);
+    assert_int_equal(p.nwaiting, 1);
+    assert_string_equal(p.waiting[0].job_id, "c");
+    cstl_sched_plan_clear(&p);
+    cstl_scheduler_free(s);
+
+    /* a restarted scheduler reads back what it published: an unchanged reason is not published
+     * again, a job that left the queue meanwhile gets its tombstone */
+    s = cstl_scheduler_new(NULL);
+    worker(s, "w1", 1, 1 * S);
+    versioned_job(s, "b200", "B200", 2 * S);
+    json_t *rec = json_pack("{s:s,s:s,s:i,s:s,s:s,s:I}", "job_id", "b200", "tenant_id", T1,
+                            "attempts", 0, "reason", "GPU_MODEL_ABSENT", "message",
+                            "no online worker has a GPU of model \"B200\"", "at", (json_int_t)S);
+    cstl_scheduler_waiting_seen(s, rec);
+    json_object_set_new(rec, "job_id", json_string("finished-meanwhile"));
+    cstl_scheduler_waiting_seen(s, rec);
+    json_decref(rec);
+    cstl_scheduler_plan(s, 3 * S, &p);
+    assert_int_equal(p.nwaiting, 1);
+    assert_string_equal(p.waiting[0].job_id, "finished-meanwhile");
+    assert_true(p.waiting[0].tombstone);
+    cstl_sched_plan_clear(&p);
+    cstl_scheduler_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +403,8 @@ int main(void)
         cmocka_unit_test(test_lost_worker_requeues),
         cmocka_unit_test(test_timeout_and_stale_reservation),
         cmocka_unit_test(test_fair_share_and_queue),
+        cmocka_unit_test(test_pending_reasons_published),
+        cmocka_unit_test(test_heartbeats_read_before_registration_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,7 @@ static void test_embedded_catalog(void **state)
     unsetenv("CONSTELLATION_JOB_LOGS_RETENTION_MS");
     cstl_topic_catalog *cat = cstl_topics_load(&err);
     assert_non_null(cat);
-    assert_int_equal(cat->len, 19);
+    assert_int_equal(cat->len, 20);
     assert_int_equal(cat->replication_factor, 1);
     const cstl_topic *t = cstl_topics_find(cat, "constellation.jobs.events");
     assert_non_null(t);
