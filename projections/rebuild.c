@@ -88,7 +88,7 @@ static int poll_batch(rebuild *r, cstl_error *err)
             break;
         r->items[r->nitems++] = (proj_item){.msg = m};
     }
-    proj_items_prepare(r->items, r->nitems);
+    proj_items_prepare(r->core.proj, r->items, r->nitems);
     return 0;
 }
 
@@ -105,9 +105,18 @@ static int open_consumer(rebuild *r, cstl_kafka_conf *conf, cstl_error *err)
     const char *prefix = r->o->topic_prefix ? r->o->topic_prefix : "constellation.";
     r->parts = rd_kafka_topic_partition_list_new(8);
     int rc = 0;
-    for (const char *const *c = r->core.proj->contexts; rc == 0 && *c; c++) {
+    const cstl_projection *proj = r->core.proj;
+    size_t ncontexts = 0, ntelemetry = 0;
+    while (proj->contexts[ncontexts] != NULL)
+        ncontexts++;
+    while (proj->telemetry != NULL && proj->telemetry[ntelemetry] != NULL)
+        ntelemetry++;
+    for (size_t i = 0; rc == 0 && i < ncontexts + ntelemetry; i++) {
         char topic[PROJ_NAME_MAX];
-        snprintf(topic, sizeof(topic), "%s%s.events", prefix, *c);
+        if (i < ncontexts)
+            snprintf(topic, sizeof(topic), "%s%s.events", prefix, proj->contexts[i]);
+        else
+            snprintf(topic, sizeof(topic), "%s%s", prefix, proj->telemetry[i - ncontexts]);
         int32_t n = 0;
         rc = cstl_kafka_admin_partition_count(admin, topic, 10000, &n, err);
         for (int32_t p = 0; rc == 0 && p < n; p++)
