@@ -70,8 +70,7 @@ static void test_round_trip_every_type(void **state)
         json_object_foreach(sample, key, value)
         {
             if (!json_equal(value, json_object_get(back, key)))
-                fail_msg("%s: field \"%s\" differs when read as %s", e->path, key,
-                         e->latest->path);
+                fail_msg("%s: field \"%s\" differs when read as %s", e->path, key, e->latest->path);
         }
         json_decref(back);
         json_decref(sample);
