@@ -12,6 +12,7 @@ CREATE OR REPLACE FUNCTION projection_create_version(p_projection text, p_versio
 DECLARE
     s   text := p_projection || '_v' || p_version;
     old text := current_setting('search_path');
+    v   int;
 BEGIN
     IF p_projection NOT IN ('tenants', 'jobs', 'fleet', 'job_logs') THEN
         RAISE EXCEPTION 'unknown projection "%"', p_projection;
@@ -141,6 +142,13 @@ BEGIN
             max_bytes_per_run bigint NOT NULL CHECK (max_bytes_per_run >= 0)
         );
         INSERT INTO job_log_limits (max_lines_per_run, max_bytes_per_run) VALUES (100000, 67108864);
+        -- a rebuild keeps the limits the active version was given, so that it stores the same
+        SELECT active_version INTO v FROM projection_versions WHERE projection = 'job_logs';
+        IF FOUND THEN
+            EXECUTE format('UPDATE job_log_limits SET (max_lines_per_run, max_bytes_per_run) = '
+                           '(SELECT max_lines_per_run, max_bytes_per_run FROM %I.job_log_limits)',
+                           'job_logs_v' || v);
+        END IF;
         PERFORM projection_tenant_rls('job_log_lines', true);
         PERFORM projection_tenant_rls('job_log_runs', true);
     ELSE

@@ -20,8 +20,16 @@ static void test_position_parse(void **state)
     assert_int_equal(v, 1234);
     assert_int_equal(cstl_query_log_position_parse("9223372036854775807", &v), 0);
     assert_true(v == INT64_MAX);
-    static const char *const bad[] = {"",   "-1", "+1",  " 1",   "1 ", "1a", "0x10",
-                                      "1.5", "9223372036854775808", "99999999999999999999",
+    static const char *const bad[] = {"",
+                                      "-1",
+                                      "+1",
+                                      " 1",
+                                      "1 ",
+                                      "1a",
+                                      "0x10",
+                                      "1.5",
+                                      "9223372036854775808",
+                                      "99999999999999999999",
                                       "v1.j0-1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = 42;
@@ -103,7 +111,7 @@ static void test_caught_up_waits(void **state)
     int backoff = 800, delay = 0;
     cstl_query_log_read r = idle_read();
     assert_int_equal(cstl_query_logs_next(&r, &backoff, &delay), CSTL_QUERY_LOGS_READ_LATER);
-    assert_int_equal(delay, 5000); /* the hub's hints wake it earlier */
+    assert_int_equal(delay, 5000);  /* the hub's hints wake it earlier */
     r.want_jobs = r.want_logs = -1; /* nothing known of the hub: not behind */
     r.jobs_applied = r.logs_applied = -1;
     assert_int_equal(cstl_query_logs_next(&r, &backoff, &delay), CSTL_QUERY_LOGS_READ_LATER);
