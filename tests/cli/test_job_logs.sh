@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GET /v1/jobs/{id}/logs on the real stack: `constellation commands` (with its handler) +
 # `constellation scheduler` + a fake-GPU `constellation worker` + `constellation projector` +
-# `constellation queries`. A client following a job from before it prints receives all 300 lines
-# it prints over about a second, in order, then the end event; a client connecting after the job
+# `constellation queries`. A client following a job from before it starts (queued: the scheduler
+# is started only once the client is connected) receives all 300 lines it prints over about a
+# second, in order, then the end event; a client connecting after the job
 # finished receives every line and the end at once (follow=false too); resuming with
 # Last-Event-ID (or ?last_event_id=) gets exactly the lines after it; another tenant gets 404.
 set -euo pipefail
@@ -75,8 +76,6 @@ start projector projector
 ready_addr "$work/projector.log" projector >/dev/null
 start queries queries
 qaddr=$(ready_addr "$work/queries.log" queries)
-start scheduler scheduler
-ready_addr "$work/scheduler.log" scheduler >/dev/null
 CONSTELLATION_WORKER_HOSTNAME="$model-a" start worker worker --fake-gpus "1x$model:81920"
 waddr=$(ready_addr "$work/worker.log" worker)
 for _ in $(seq 1 300); do
@@ -122,30 +121,56 @@ check_lines() {
         fail "$1 does not hold lines $2..$3 then the end: $(jq -c '[.event, .id, .data.seq // .data]' "$work/events.json" | head -3; echo ...; jq -c '[.event, .id, .data.seq // .data]' "$work/events.json" | tail -3)"
 }
 
-# 1. follow a job from before it prints: 300 lines over about a second, then the end
-request POST /v1/jobs "$key" "{\"gpu_count\":1,\"priority\":100,\"gpu_model\":\"$model\",\"parameters\":{\"command\":[\"sh\",\"-c\",\"while [ ! -e $work/go ]; do sleep 0.05; done; i=0; while [ \$i -lt 300 ]; do if [ \$((i % 10)) = 9 ]; then echo err \$i >&2; else echo line \$i; fi; i=\$((i + 1)); sleep 0.003; done\"],\"environment\":{}}}"
+# 1. follow a job from before it starts: 300 lines over about a second, then the end
+request POST /v1/jobs "$key" "{\"gpu_count\":1,\"priority\":100,\"gpu_model\":\"$model\",\"parameters\":{\"command\":[\"sh\",\"-c\",\"i=0; while [ \$i -lt 300 ]; do if [ \$((i % 10)) = 9 ]; then echo err \$i >&2; else echo line \$i; fi; i=\$((i + 1)); sleep 0.003; done\"],\"environment\":{}}}"
 expect 201 "submit"
 job=$(jq -r .id "$work/body")
+state=""
 for _ in $(seq 1 100); do
-    [ "$(qget "/v1/jobs/$job" "$key")" = 200 ] && break
+    [ "$(qget "/v1/jobs/$job" "$key")" = 200 ] && state=$(jq -r .job.state "$work/qbody")
+    [ "$state" = queued ] && break
     sleep 0.1
 done
-[ "$(qget "/v1/jobs/$job" "$key")" = 200 ] || fail "the job never showed in the query API"
-curl -sN -m 90 -H "Authorization: Bearer $key" "http://$qaddr/v1/jobs/$job/logs" \
-    >"$work/follow.sse" 2>/dev/null &
+[ "$state" = queued ] || fail "the job is not queued in the query API (\"$state\")"
+# the follower keeps the raw stream and, per line, how long after the worker read it it arrived
+python3 - "$qaddr" "$job" "$key" "$work/follow.sse" "$work/lag.txt" <<'PY' &
+import datetime, http.client, sys, time, json
+addr, job, key, out, lag = sys.argv[1:6]
+c = http.client.HTTPConnection(addr, timeout=90)
+c.request("GET", f"/v1/jobs/{job}/logs", headers={"Authorization": f"Bearer {key}"})
+r = c.getresponse()
+lags = []
+with open(out, "wb") as f:
+    while True:
+        raw = r.readline()
+        if not raw:
+            break
+        f.write(raw)
+        f.flush()
+        if raw.startswith(b"data: {\"run_id\""):
+            at = json.loads(raw[6:])["at"]
+            t = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            lags.append((time.time() - t) * 1000)
+lags.sort()
+with open(lag, "w") as f:
+    if lags:
+        f.write("p50 %.0f ms, p99 %.0f ms, max %.0f ms" % (lags[len(lags) // 2],
+                lags[min(len(lags) - 1, len(lags) * 99 // 100)], lags[-1]))
+PY
 follower=$!
 for _ in $(seq 1 100); do
     grep -q '^: connected' "$work/follow.sse" 2>/dev/null && break
     sleep 0.1
 done
 grep -q '^: connected' "$work/follow.sse" || fail "the follower never connected"
-state=$(qget "/v1/jobs/$job" "$key" >/dev/null; jq -r .job.state "$work/qbody")
-touch "$work/go"
 t0=$(date +%s%N)
+start scheduler scheduler
+ready_addr "$work/scheduler.log" scheduler >/dev/null
 wait "$follower" || fail "the follower's curl exited $?"
 t_follow=$((($(date +%s%N) - t0) / 1000000))
 check_lines "$work/follow.sse" 0 299
-echo "job logs: a client following from before the job printed (job $state) got its 300 lines in order and the end, $t_follow ms after the job began printing"
+echo "job logs: a client following from before the job started ($state) got its 300 lines in order and the end, $t_follow ms after the scheduler started; from the worker reading a line to the client: $(cat "$work/lag.txt")"
 
 # the read side has the run's line count and every line of it
 counts=$(psql "$CONSTELLATION_PG_DSN" -qAt -c "SELECT r.log_lines, g.next_seq, g.lines FROM read.runs r
