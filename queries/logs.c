@@ -32,16 +32,17 @@
 #include <string.h>
 #include <time.h>
 
-#define LOGS_PAGE        256  /* lines per read */
-#define LOGS_ID_MAX      128  /* bytes of a job id */
-#define BACKOFF_MIN_MS   25   /* the read models are behind the hub: read again after this, */
-#define BACKOFF_MAX_MS   1000 /* doubling up to this */
-#define FINISHED_POLL_MS 250  /* a finished job whose output is incomplete */
-#define SAFETY_MS        5000 /* a following stream reads at least this often */
+#define LOGS_PAGE        256     /* lines per read */
+#define LOGS_PAGE_BYTES  1048576 /* and bytes of line text per read, beyond its first line */
+#define LOGS_ID_MAX      128     /* bytes of a job id */
+#define BACKOFF_MIN_MS   25      /* the read models are behind the hub: read again after this, */
+#define BACKOFF_MAX_MS   1000    /* doubling up to this */
+#define FINISHED_POLL_MS 250     /* a finished job whose output is incomplete */
+#define SAFETY_MS        5000    /* a following stream reads at least this often */
 #define READ_SQL                                                                                   \
-    "SELECT state, frames, lines, last_id, complete, expired, end_data, jobs_applied, "            \
-    "logs_applied FROM query.job_logs($1, $2, $3::bigint, $4::int, $5::int, $6, $7::int, $8, "     \
-    "$9::int)"
+    "SELECT state, frames, lines, last_id, more, complete, expired, end_data, jobs_applied, "      \
+    "logs_applied FROM query.job_logs($1, $2, $3::bigint, $4::int, $5::int, $6::int, $7, "         \
+    "$8::int, $9, $10::int)"
 #define HELLO "retry: 2000\n: connected\n\n"
 
 typedef struct log_client log_client;
@@ -98,7 +99,7 @@ cstl_query_logs_next(const cstl_query_log_read *r, int *backoff_ms, int *delay_m
     *delay_ms = 0;
     if (r->lines > 0 || *backoff_ms < BACKOFF_MIN_MS)
         *backoff_ms = BACKOFF_MIN_MS; /* progress: the next wait starts short again */
-    if (r->lines >= r->page)
+    if (r->more)
         return CSTL_QUERY_LOGS_READ_NOW;
     if (!r->follow || r->complete || r->expired)
         return CSTL_QUERY_LOGS_END;
@@ -157,15 +158,15 @@ static bool take_read(log_client *c, PGresult *res)
     const char *state = PQgetvalue(res, 0, 0);
     cstl_query_log_read r = {
         .lines = (int)strtol(PQgetvalue(res, 0, 2), NULL, 10),
-        .page = LOGS_PAGE,
+        .more = PQgetvalue(res, 0, 4)[0] == 't',
         .follow = c->follow,
         .terminal = terminal_state(state),
-        .complete = PQgetvalue(res, 0, 4)[0] == 't',
-        .expired = PQgetvalue(res, 0, 5)[0] == 't',
+        .complete = PQgetvalue(res, 0, 5)[0] == 't',
+        .expired = PQgetvalue(res, 0, 6)[0] == 't',
         .want_jobs = c->want_jobs,
         .want_logs = c->want_logs,
-        .jobs_applied = value_i64(res, 7),
-        .logs_applied = value_i64(res, 8),
+        .jobs_applied = value_i64(res, 8),
+        .logs_applied = value_i64(res, 9),
     };
     if (r.lines > 0) {
         append(c, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
@@ -174,7 +175,7 @@ static bool take_read(log_client *c, PGresult *res)
     int delay = 0;
     switch (cstl_query_logs_next(&r, &c->backoff_ms, &delay)) {
     case CSTL_QUERY_LOGS_END:
-        append_end(c, PQgetvalue(res, 0, 6));
+        append_end(c, PQgetvalue(res, 0, 7));
         break;
     case CSTL_QUERY_LOGS_READ_NOW:
         c->dirty = true;
@@ -186,20 +187,29 @@ static bool take_read(log_client *c, PGresult *res)
     return true;
 }
 
-/* One read of c's next page on the calling thread's connection. Returns 0 with *res, or fills
- * err. */
-static int read_page(query_logs *logs, const log_client *c, PGresult **res, cstl_error *err)
+/*
+ * One read of c's next page on the calling thread's connection. With req (the handler's first
+ * read) a failure answers req and the result is released with it; without, the caller owns *res
+ * and err says what failed. Returns 0 with *res, or a negative code.
+ */
+static int read_page(cstl_query_api *api,
+                     const log_client *c,
+                     cstl_http_request *req,
+                     PGresult **res,
+                     cstl_error *err)
 {
-    cstl_query_api *api = logs->api;
-    char after[24], page[16], wait[16], jpart[16], lpart[16];
+    char after[24], page[16], bytes[16], wait[16], jpart[16], lpart[16];
     snprintf(after, sizeof(after), "%" PRId64, c->after);
     snprintf(page, sizeof(page), "%d", LOGS_PAGE);
+    snprintf(bytes, sizeof(bytes), "%d", LOGS_PAGE_BYTES);
     snprintf(wait, sizeof(wait), "%d", api->cfg->job_logs_end_wait_ms);
     snprintf(jpart, sizeof(jpart), "%d", (int)c->jobs_part);
     snprintf(lpart, sizeof(lpart), "%d", (int)c->logs_part);
-    const char *params[] = {c->tenant,       c->job_id, after,           page, wait,
+    const char *params[] = {c->tenant,       c->job_id, after,           page, bytes, wait,
                             api->jobs_topic, jpart,     api->logs_topic, lpart};
-    return query_call_raw(api, "query_job_logs", READ_SQL, 9, params, res, err);
+    if (req != NULL)
+        return query_call_result(api, req, "query_job_logs", READ_SQL, 10, params, res);
+    return query_call_raw(api, "query_job_logs", READ_SQL, 10, params, res, err);
 }
 
 static void client_free(log_client *c)
@@ -231,6 +241,11 @@ static long log_read(void *ud, char *out, size_t max)
         memcpy(out, c->buf + c->off, take);
         c->off += take;
         n = (long)take;
+        if (c->off == c->len) { /* a page can be large: hold no memory between pages */
+            free(c->buf);
+            c->buf = NULL;
+            c->off = c->len = 0;
+        }
     } else if (c->ended) {
         n = CSTL_HTTP_STREAM_END;
     } else if (!c->reading && (c->dirty || (c->due_ms > 0 && c->due_ms <= query_now_ms()))) {
@@ -376,7 +391,7 @@ static void *reader_main(void *arg)
         pthread_mutex_unlock(&logs->lock);
         PGresult *res = NULL;
         cstl_error err;
-        int rc = read_page(logs, c, &res, &err);
+        int rc = read_page(logs->api, c, NULL, &res, &err);
         pthread_mutex_lock(&logs->lock);
         c->reading = false;
         if (rc != 0) {
@@ -459,56 +474,63 @@ static int handle_logs(cstl_http_request *req, void *ud)
      * stream can tell it has every line so far. */
     c->want_jobs = c->jobs_part >= 0 ? query_hub_seen(api->hub, 'j', c->jobs_part) : -1;
     c->want_logs = c->logs_part >= 0 ? query_hub_seen(api->hub, 'l', c->logs_part) : -1;
-
-    PGresult *res = NULL;
-    char after_s[24], page[16], wait[16], jpart[16], lpart[16];
-    snprintf(after_s, sizeof(after_s), "%" PRId64, after);
-    snprintf(page, sizeof(page), "%d", LOGS_PAGE);
-    snprintf(wait, sizeof(wait), "%d", api->cfg->job_logs_end_wait_ms);
-    snprintf(jpart, sizeof(jpart), "%d", (int)c->jobs_part);
-    snprintf(lpart, sizeof(lpart), "%d", (int)c->logs_part);
-    const char *params[] = {c->tenant,       c->job_id, after_s,         page, wait,
-                            api->jobs_topic, jpart,     api->logs_topic, lpart};
-    if (query_call_result(api, req, "query_job_logs", READ_SQL, 9, params, &res) != 0) {
-        client_free(c);
-        return 0;
-    }
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        client_free(c);
-        return not_found(req, id);
-    }
-    if (follow && !query_hub_ready(api->hub)) {
-        client_free(c);
-        cstl_http_set_header(req, "Retry-After", "2");
-        return cstl_http_respond_problem(req, 503, "unavailable", "service unavailable",
-                                         "following a job's output is not ready yet (Kafka); "
-                                         "follow=false reads what is stored",
-                                         NULL);
-    }
-    if (cstl_http_stream_count(logs->http) >= (size_t)api->cfg->sse_max_streams) {
-        client_free(c);
-        cstl_http_set_header(req, "Retry-After", "5");
-        return cstl_http_respond_problem(req, 503, "too-many-streams", "too many streams",
-                                         "the server has as many event streams open as it allows",
-                                         NULL);
-    }
-    append(c, HELLO, sizeof(HELLO) - 1);
-    take_read(c, res);
-    c->out_ms = query_now_ms();
-    cstl_http_set_header(req, "Cache-Control", "no-cache");
-    cstl_http_set_header(req, "X-Accel-Buffering", "no");
-    c->refs++; /* the stream's, dropped by log_done */
-    /* Cannot fail: the request has not been answered. The stream is read only once the handler
-     * has returned, so linking the client afterwards loses nothing. */
-    cstl_http_respond_stream(req, 200, "text/event-stream", log_read, c, log_done, &c->stream);
-    if (cstl_http_request_set_send_buffer(req, api->cfg->sse_send_buffer_bytes) != 0)
-        cstl_log(CSTL_LOG_WARN, "queries", "cannot bound an event stream's send buffer to %d bytes",
-                 api->cfg->sse_send_buffer_bytes);
+    /* Linked before the first read, so that no record the hub reads from now on goes unnoticed;
+     * marked reading, so that the reader leaves it alone until the stream is there. */
+    c->reading = true;
     pthread_mutex_lock(&logs->lock);
     c->next = logs->clients;
     if (logs->clients != NULL)
         logs->clients->prev = c;
     logs->clients = c;
+    pthread_mutex_unlock(&logs->lock);
+
+    enum { OPEN, ANSWERED, NOT_FOUND, NOT_READY, TOO_MANY } outcome = OPEN;
+    PGresult *res = NULL;
+    if (read_page(api, c, req, &res, NULL) != 0)
+        outcome = ANSWERED;
+    else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+        outcome = NOT_FOUND;
+    else if (follow && !query_hub_ready(api->hub))
+        outcome = NOT_READY;
+    else if (cstl_http_stream_count(logs->http) >= (size_t)api->cfg->sse_max_streams)
+        outcome = TOO_MANY;
+    if (outcome != OPEN)
+        log_done(c); /* unlinks it and drops the handler's reference */
+    switch (outcome) {
+    case OPEN:
+        break;
+    case ANSWERED:
+        return 0;
+    case NOT_FOUND:
+        return not_found(req, id);
+    case NOT_READY:
+        cstl_http_set_header(req, "Retry-After", "2");
+        return cstl_http_respond_problem(req, 503, "unavailable", "service unavailable",
+                                         "following a job's output is not ready yet (Kafka); "
+                                         "follow=false reads what is stored",
+                                         NULL);
+    case TOO_MANY:
+        cstl_http_set_header(req, "Retry-After", "5");
+        return cstl_http_respond_problem(req, 503, "too-many-streams", "too many streams",
+                                         "the server has as many event streams open as it allows",
+                                         NULL);
+    }
+    pthread_mutex_lock(&logs->lock);
+    append(c, HELLO, sizeof(HELLO) - 1);
+    take_read(c, res);
+    c->out_ms = query_now_ms();
+    c->refs++; /* the stream's, dropped by log_done */
+    pthread_mutex_unlock(&logs->lock);
+    cstl_http_set_header(req, "Cache-Control", "no-cache");
+    cstl_http_set_header(req, "X-Accel-Buffering", "no");
+    /* Cannot fail: the request has not been answered. The stream is read only once the handler
+     * has returned. */
+    cstl_http_respond_stream(req, 200, "text/event-stream", log_read, c, log_done, &c->stream);
+    if (cstl_http_request_set_send_buffer(req, api->cfg->sse_send_buffer_bytes) != 0)
+        cstl_log(CSTL_LOG_WARN, "queries", "cannot bound an event stream's send buffer to %d bytes",
+                 api->cfg->sse_send_buffer_bytes);
+    pthread_mutex_lock(&logs->lock);
+    c->reading = false;
     pthread_cond_signal(&logs->cond);
     pthread_mutex_unlock(&logs->lock);
     client_unref(c);

@@ -77,16 +77,19 @@ int cstl_query_log_position_parse(const char *text, int64_t *out);
 
 /* What a job log stream learnt from one read of its next page (query.job_logs). */
 typedef struct cstl_query_log_read {
-    int lines, page; /* lines read, most a read returns */
-    bool follow;     /* follow=true */
-    bool terminal, complete,
-        expired;                  /* the job finished; all its lines arrived; the wait ran out */
-    int64_t want_jobs, want_logs; /* hub positions the projectors must reach; -1 none */
-    int64_t jobs_applied, logs_applied; /* where the projectors are; -1 nothing applied */
+    int lines;     /* lines read */
+    bool more;     /* more lines follow them */
+    bool follow;   /* follow=true */
+    bool terminal; /* the job finished */
+    bool complete; /* and every line of it arrived */
+    bool expired;  /* the wait for its missing lines ran out */
+    /* hub positions the projectors must reach (-1 none), and where they are (-1 nothing) */
+    int64_t want_jobs, want_logs;
+    int64_t jobs_applied, logs_applied;
 } cstl_query_log_read;
 
 typedef enum cstl_query_logs_step {
-    CSTL_QUERY_LOGS_READ_NOW,   /* a full page: more lines wait (once these are sent) */
+    CSTL_QUERY_LOGS_READ_NOW,   /* more lines wait: read them once these are sent */
     CSTL_QUERY_LOGS_READ_LATER, /* after *delay_ms, or when the hub sees a record of the job */
     CSTL_QUERY_LOGS_END,        /* send the end event and end the stream */
 } cstl_query_logs_step;

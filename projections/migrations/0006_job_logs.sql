@@ -254,8 +254,10 @@ GRANT EXECUTE ON FUNCTION read.projection_next_offset(text, text, int) TO conste
 -- Events ready to send; all NULL when the tenant has no such job. One row:
 --   state      the job's state
 --   frames     the page: one event per line (id = pos, event line, data = the line as JSON), or
---              NULL when no line follows p_after
---   lines      how many lines the page holds (at most p_limit); last_id the pos of its last
+--              NULL when no line follows p_after; at most p_limit lines, and no more lines than
+--              keep the text before the last one under p_max_bytes (so at least one)
+--   lines      how many lines the page holds; last_id the pos of its last
+--   more       lines follow the page
 --   complete   the job is finished and every line of its output was received: its last run has
 --              finished and every run that reported log_lines has had that many received (lines
 --              received but refused by the limits count; they are not stored)
@@ -266,11 +268,12 @@ GRANT EXECUTE ON FUNCTION read.projection_next_offset(text, text, int) TO conste
 -- Every statement reads the caller's snapshot (the function is STABLE), so the page, the job's
 -- state and the offsets agree.
 CREATE FUNCTION query.job_logs(p_tenant text, p_job_id text, p_after bigint, p_limit int,
-                               p_wait_ms int, p_jobs_topic text, p_jobs_partition int,
-                               p_logs_topic text, p_logs_partition int,
+                               p_max_bytes int, p_wait_ms int, p_jobs_topic text,
+                               p_jobs_partition int, p_logs_topic text, p_logs_partition int,
                                OUT state text, OUT frames text, OUT lines int, OUT last_id bigint,
-                               OUT complete boolean, OUT expired boolean, OUT end_data text,
-                               OUT jobs_applied bigint, OUT logs_applied bigint)
+                               OUT more boolean, OUT complete boolean, OUT expired boolean,
+                               OUT end_data text, OUT jobs_applied bigint,
+                               OUT logs_applied bigint)
     LANGUAGE plpgsql STABLE AS $$
 DECLARE
     t text;
@@ -288,8 +291,13 @@ BEGIN
                                                'at', query.ts(l.at))), '' ORDER BY l.pos),
            count(*), max(l.pos)
       INTO frames, lines, last_id
-      FROM (SELECT * FROM read.job_log_lines x WHERE x.job_id = p_job_id AND x.pos > p_after
-             ORDER BY x.pos LIMIT p_limit) l;
+      FROM (SELECT x.*, sum(octet_length(x.line)) OVER (ORDER BY x.pos) - octet_length(x.line)
+                        AS before
+              FROM (SELECT * FROM read.job_log_lines y WHERE y.job_id = p_job_id
+                       AND y.pos > p_after ORDER BY y.pos LIMIT p_limit) x) l
+     WHERE l.before < p_max_bytes;
+    more := EXISTS (SELECT FROM read.job_log_lines x WHERE x.job_id = p_job_id
+                       AND x.pos > coalesce(last_id, p_after));
     complete := j.state IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'rejected')
         AND NOT EXISTS (
             SELECT FROM read.runs r
@@ -305,5 +313,5 @@ BEGIN
     logs_applied := read.projection_next_offset('job_logs', p_logs_topic, p_logs_partition);
 END
 $$;
-GRANT EXECUTE ON FUNCTION query.job_logs(text, text, bigint, int, int, text, int, text, int)
+GRANT EXECUTE ON FUNCTION query.job_logs(text, text, bigint, int, int, int, text, int, text, int)
     TO constellation_query;

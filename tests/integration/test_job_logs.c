@@ -309,16 +309,18 @@ static void test_rebuilt_and_direct_are_the_same(void **state)
     assert_same("job_logs_v1", "job_logs_v9");
 }
 
-/* query.job_logs as the query role for tenant, into one row; returns the result (caller frees). */
-static PGresult *
-job_logs(const char *tenant, const char *job, int64_t after, int limit, int wait_ms)
+/* query.job_logs as the query role for tenant, into one row: state 0, frames 1, lines 2, last_id
+ * 3, more 4, complete 5, expired 6, end_data 7, jobs_applied 8, logs_applied 9. The caller
+ * frees the result. */
+static PGresult *job_logs_bytes(
+    const char *tenant, const char *job, int64_t after, int limit, int max_bytes, int wait_ms)
 {
     char sql[1024];
     snprintf(sql, sizeof(sql),
-             "SELECT state, frames, lines, last_id, complete, expired, end_data, "
+             "SELECT state, frames, lines, last_id, more, complete, expired, end_data, "
              "jobs_applied, logs_applied FROM query.job_logs('%s', '%s', %" PRId64
-             ", %d, %d, 'none', 0, '%s', %d)",
-             tenant, job, after, limit, wait_ms, logs_topic,
+             ", %d, %d, %d, 'none', 0, '%s', %d)",
+             tenant, job, after, limit, max_bytes, wait_ms, logs_topic,
              cstl_kafka_partition_for_key(job, strlen(job), PE_PARTITIONS));
     assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL ROLE constellation_query"), 0);
     PGresult *res = NULL;
@@ -328,6 +330,12 @@ job_logs(const char *tenant, const char *job, int64_t after, int limit, int wait
     assert_int_equal(pe_sql(pe.pg, "COMMIT"), 0);
     assert_int_equal(PQntuples(res), 1);
     return res;
+}
+
+static PGresult *
+job_logs(const char *tenant, const char *job, int64_t after, int limit, int wait_ms)
+{
+    return job_logs_bytes(tenant, job, after, limit, 1 << 20, wait_ms);
 }
 
 static void test_query_pages_and_completeness(void **state)
@@ -372,16 +380,26 @@ static void test_query_pages_and_completeness(void **state)
     assert_memory_equal(PQgetvalue(res, 0, 1), want, strlen(want));
     int64_t last = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     assert_true(strstr(PQgetvalue(res, 0, 1), "\"seq\" : 49,") != NULL);
-    assert_string_equal(PQgetvalue(res, 0, 4), "t"); /* every line of it was received */
-    assert_true(PQgetisnull(res, 0, 7));             /* no jobs offsets for topic "none" */
-    assert_false(PQgetisnull(res, 0, 8));
+    assert_string_equal(PQgetvalue(res, 0, 4), "t"); /* more follow */
+    assert_string_equal(PQgetvalue(res, 0, 5), "t"); /* every line of it was received */
+    assert_true(PQgetisnull(res, 0, 8));             /* no jobs offsets for topic "none" */
+    assert_false(PQgetisnull(res, 0, 9));
     PQclear(res);
-    /* the rest after the last id: 60 lines, none twice */
+    /* a page stops once the text before a line reaches the byte bound: 4 lines of 30 bytes */
+    res = job_logs_bytes(t1, j1, -1, 50, 100, 10000);
+    assert_string_equal(PQgetvalue(res, 0, 2), "4");
+    assert_string_equal(PQgetvalue(res, 0, 4), "t");
+    PQclear(res);
+    res = job_logs_bytes(t1, j1, -1, 50, 1, 10000); /* always at least one line */
+    assert_string_equal(PQgetvalue(res, 0, 2), "1");
+    PQclear(res);
+    /* the rest after the last id: 60 lines, none twice, nothing after them */
     res = job_logs(t1, j1, last, 1000, 10000);
     assert_string_equal(PQgetvalue(res, 0, 2), "60");
     assert_null(strstr(PQgetvalue(res, 0, 1), "\"seq\" : 49,"));
+    assert_string_equal(PQgetvalue(res, 0, 4), "f");
     assert_string_equal(
-        PQgetvalue(res, 0, 6),
+        PQgetvalue(res, 0, 7),
         "{\"state\" : \"succeeded\", \"reason\" : \"completed\", \"complete\" : true}");
     PQclear(res);
     /* another tenant's job is not there at all */
@@ -391,23 +409,23 @@ static void test_query_pages_and_completeness(void **state)
     /* J2: 150 lines reported, 70 received: incomplete; it finished an hour ago, so expired */
     res = job_logs(t2, j2, -1, 1000, 10000);
     assert_string_equal(PQgetvalue(res, 0, 2), "70");
-    assert_string_equal(PQgetvalue(res, 0, 4), "f");
-    assert_string_equal(PQgetvalue(res, 0, 5), "t");
+    assert_string_equal(PQgetvalue(res, 0, 5), "f");
+    assert_string_equal(PQgetvalue(res, 0, 6), "t");
     PQclear(res);
     /* ... which a wait of two hours is not */
     res = job_logs(t2, j2, -1, 1000, 7200000);
-    assert_string_equal(PQgetvalue(res, 0, 5), "f");
+    assert_string_equal(PQgetvalue(res, 0, 6), "f");
     PQclear(res);
     /* J3: truncated runs are complete (the refused lines were received) */
     res = job_logs(t1, j3, -1, 1000, 10000);
     assert_string_equal(PQgetvalue(res, 0, 2), "146");
-    assert_string_equal(PQgetvalue(res, 0, 4), "t");
+    assert_string_equal(PQgetvalue(res, 0, 5), "t");
     PQclear(res);
     /* J4 runs: never complete nor expired */
     res = job_logs(t1, j4, -1, 1000, 0);
     assert_string_equal(PQgetvalue(res, 0, 0), "running");
-    assert_string_equal(PQgetvalue(res, 0, 4), "f");
     assert_string_equal(PQgetvalue(res, 0, 5), "f");
+    assert_string_equal(PQgetvalue(res, 0, 6), "f");
     PQclear(res);
     /* and row-level security on the read models themselves */
     snprintf(sql, sizeof(sql),

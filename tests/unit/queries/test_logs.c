@@ -43,7 +43,7 @@ static void test_position_parse(void **state)
 static cstl_query_log_read idle_read(void)
 {
     return (cstl_query_log_read){.lines = 0,
-                                 .page = 256,
+                                 .more = false,
                                  .follow = true,
                                  .want_jobs = 10,
                                  .want_logs = 20,
@@ -51,11 +51,12 @@ static cstl_query_log_read idle_read(void)
                                  .logs_applied = 20};
 }
 
-static void test_full_page_reads_again_at_once(void **state)
+static void test_more_reads_again_at_once(void **state)
 {
     (void)state;
     cstl_query_log_read r = idle_read();
     r.lines = 256;
+    r.more = true;
     r.complete = true; /* even a finished job: lines remain after this page */
     int backoff = 400, delay = -1;
     assert_int_equal(cstl_query_logs_next(&r, &backoff, &delay), CSTL_QUERY_LOGS_READ_NOW);
@@ -125,7 +126,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_position_parse),
-        cmocka_unit_test(test_full_page_reads_again_at_once),
+        cmocka_unit_test(test_more_reads_again_at_once),
         cmocka_unit_test(test_end),
         cmocka_unit_test(test_behind_backs_off),
         cmocka_unit_test(test_caught_up_waits),
