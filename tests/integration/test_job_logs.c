@@ -295,7 +295,7 @@ static void test_rebuilt_and_direct_are_the_same(void **state)
             continue;
         }
         cstl_event_headers h = {.version = r->offset};
-        snprintf(h.tenant, sizeof(h.tenant), "%s", r->header_tenant);
+        snprintf(h.tenant, sizeof(h.tenant), "%.36s", r->header_tenant);
         json_t *data = json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:s?}", "job_id", r->job, "run_id",
                                  r->run, "stream", r->stream, "seq", (json_int_t)r->seq, "line",
                                  r->line, "at", (json_int_t)(1790000000000000LL + (int64_t)i),
