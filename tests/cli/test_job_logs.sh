@@ -5,7 +5,8 @@
 # is started only once the client is connected) receives all 300 lines it prints over about a
 # second, in order, then the end event; a client connecting after the job
 # finished receives every line and the end at once (follow=false too); resuming with
-# Last-Event-ID (or ?last_event_id=) gets exactly the lines after it; another tenant gets 404.
+# Last-Event-ID (or ?last_event_id=) gets exactly the lines after it; another tenant gets 404; a
+# cancelled job's stream ends with its state; stopping the service ends a following stream.
 set -euo pipefail
 # shellcheck source=tests/cli/lib_commands.sh
 source "$(dirname "$0")/lib_commands.sh"
@@ -212,7 +213,57 @@ jq -e '.parameter == "Last-Event-ID" and .value == "-3"' "$work/qbody" >/dev/nul
 [ "$(qget "/v1/jobs/$job/logs?tail=5" "$key")" = 400 ] || fail "an unknown parameter"
 echo "job logs: another tenant's job and an unknown job answered 404, bad parameters 400"
 
-for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+# 5. a cancelled job: its stream ends once the worker reported the run (with its line count)
+submit_sleeper() { # submit_sleeper FIRST_LINE -> the job id; the job prints a line and sleeps
+    request POST /v1/jobs "$key" "{\"gpu_count\":1,\"priority\":100,\"gpu_model\":\"$model\",\"parameters\":{\"command\":[\"sh\",\"-c\",\"echo $1; exec sleep 300\"],\"environment\":{}}}"
+    expect 201 "submit"
+    jq -r .id "$work/body"
+}
+wait_line() { # wait_line CAPTURE TEXT
+    for _ in $(seq 1 300); do
+        grep -q "\"line\" : \"$2\"" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    fail "$1 never got the line \"$2\""
+}
+follow() { # follow JOB CAPTURE: a follower in the background, its pid in $follower
+    for _ in $(seq 1 100); do
+        [ "$(qget "/v1/jobs/$1" "$key")" = 200 ] && break
+        sleep 0.1
+    done
+    curl -sN -m 60 -H "Authorization: Bearer $key" "http://$qaddr/v1/jobs/$1/logs" >"$2" 2>/dev/null &
+    follower=$!
+}
+cancelled=$(submit_sleeper "started")
+follow "$cancelled" "$work/cancel.sse"
+wait_line "$work/cancel.sse" started
+request POST "/v1/jobs/$cancelled/cancel" "$key" '{}'
+[ "$code" = 200 ] || [ "$code" = 202 ] || fail "cancel answered $code"
+t0=$(date +%s%N)
+wait "$follower" || fail "the cancelled job's follower exited $?"
+sse_events "$work/cancel.sse" | jq -se '[.[] | select(.event == "line") | .data.line] == ["started"] and
+    .[-1].event == "end" and .[-1].data.state == "cancelled" and .[-1].data.complete == true' >/dev/null ||
+    fail "the cancelled job's stream: $(cat "$work/cancel.sse")"
+echo "job logs: a cancelled job's stream ended with its state $((($(date +%s%N) - t0) / 1000000)) ms after the cancel"
+
+# 6. the query service stops while a client follows a running job: the stream ends
+running=$(submit_sleeper "up")
+follow "$running" "$work/running.sse"
+wait_line "$work/running.sse" up
+
+# every service stops cleanly (in the sanitized build: no leak, no error at exit)
+names=(projector queries worker scheduler)
+for i in "${!pids[@]}"; do
+    kill -TERM "${pids[$i]}" || fail "${names[$i]} is no longer running"
+    status=0
+    wait "${pids[$i]}" || status=$?
+    [ "$status" = 0 ] || fail "${names[$i]} exited $status after SIGTERM"
+    if [ "${names[$i]}" = queries ]; then
+        wait "$follower" || true
+        grep -q '"line" : "up"' "$work/running.sse" && ! grep -q '^event: end' "$work/running.sse" ||
+            fail "the stream of a running job at shutdown: $(cat "$work/running.sse")"
+        echo "job logs: stopping the query service ended a following stream (no end event)"
+    fi
+done
 pids=()
 stop_service
