@@ -62,7 +62,8 @@ static bool is_telemetry(const cstl_projection *proj, const char *topic)
     size_t tlen = strlen(topic);
     for (const char *const *t = proj->telemetry; t != NULL && *t != NULL; t++) {
         size_t n = strlen(*t);
-        if (tlen > n && topic[tlen - n - 1] == '.' && strcmp(topic + tlen - n, *t) == 0)
+        if (tlen >= n && (tlen == n || topic[tlen - n - 1] == '.') &&
+            strcmp(topic + tlen - n, *t) == 0)
             return true;
     }
     return false;

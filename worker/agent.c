@@ -94,9 +94,12 @@ static void on_delivered(void *opaque, const cstl_kafka_delivery *d)
  * callbacks meanwhile. True when none is in flight any more. */
 static bool wait_delivered(cstl_worker *w, log_tally *t, int timeout_ms)
 {
-    int64_t until = agent_wall_us() + (int64_t)timeout_ms * 1000;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t until = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + timeout_ms;
     while (atomic_load(&t->in_flight) > 0) {
-        if (agent_wall_us() >= until)
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= until)
             return false;
         cstl_kafka_producer_poll(w->producer, 10);
     }
