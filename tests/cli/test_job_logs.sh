@@ -260,8 +260,9 @@ for i in "${!pids[@]}"; do
     [ "$status" = 0 ] || fail "${names[$i]} exited $status after SIGTERM"
     if [ "${names[$i]}" = queries ]; then
         wait "$follower" || true
-        grep -q '"line" : "up"' "$work/running.sse" && ! grep -q '^event: end' "$work/running.sse" ||
+        if ! grep -q '"line" : "up"' "$work/running.sse" || grep -q '^event: end' "$work/running.sse"; then
             fail "the stream of a running job at shutdown: $(cat "$work/running.sse")"
+        fi
         echo "job logs: stopping the query service ended a following stream (no end event)"
     fi
 done
