@@ -115,6 +115,7 @@ const cstl_api_field cstl_api_finish_run_fields[] = {
     {.name = "failure_reason", .type = CSTL_API_STRING_NULL, .def = "null", .max = 32},
     {.name = "finished_at", .type = CSTL_API_LONG, .required = true},
     {.name = "gpu_seconds", .type = CSTL_API_LONG, .required = true},
+    {.name = "log_lines", .type = CSTL_API_LONG}, /* left out: null (not counted) */
     {0},
 };
 

@@ -411,8 +411,8 @@ static int decide_finish(const job_state *j, const cstl_command *cmd, cstl_decis
     json_t *e = job_event(j);
     json_object_set_new(e, "run_id", json_string(run_id));
     json_object_set_new(e, "worker_id", json_string(j->worker_id));
-    static const char *const copied[] = {"outcome", "exit_code", "failure_reason", "finished_at",
-                                         "gpu_seconds"};
+    static const char *const copied[] = {"outcome",     "exit_code",   "failure_reason",
+                                         "finished_at", "gpu_seconds", "log_lines"};
     for (size_t i = 0; i < CSTL_ARRAY_LEN(copied); i++)
         json_object_set_new(e, copied[i], cstl_agg_copy(p, copied[i]));
     cstl_decision_emit(d, "RunFinished", e);

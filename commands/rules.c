@@ -581,7 +581,8 @@ static int v_finish_run(const json_t *p, cstl_decision *d)
         enum_field(d, p, "failure_reason", FAILURE_REASONS, CSTL_ARRAY_LEN(FAILURE_REASONS), 1) <
             0 ||
         timestamp_field(d, p, "finished_at", 0) < 0 ||
-        int_field(d, p, "gpu_seconds", 0, INT64_MAX, 0, &x) < 0)
+        int_field(d, p, "gpu_seconds", 0, INT64_MAX, 0, &x) < 0 ||
+        int_field(d, p, "log_lines", 0, INT64_MAX, 1, &x) < 0)
         return -1;
     /* the outcome and the failure reason must tell one story */
     const char *outcome = json_string_value(json_object_get(p, "outcome"));

@@ -189,6 +189,10 @@ static const setting settings[] = {
      "kernel send buffer of an event stream's connection; bounds how far a client that stops "
      "reading can fall behind before its events buffer fills (0: the kernel's autotuned size, "
      "up to a few MiB)"},
+    {"CONSTELLATION_JOB_LOGS_END_WAIT_MS", SETTING_INT, F(job_logs_end_wait_ms), "10000", 0, 600000,
+     "how long after a job finished GET /v1/jobs/{id}/logs waits for output lines it knows are "
+     "missing (fewer received than the run reported) before it ends the stream with "
+     "\"complete\":false"},
     {"CONSTELLATION_API_KEY_CACHE_S", SETTING_INT, F(api_key_cache_s), "10", 0, 3600,
      "seconds an API key looked up in PostgreSQL (by the query API) is trusted before it is "
      "looked up again, so revocations apply within this time"},

@@ -80,6 +80,7 @@ typedef struct cstl_config {
     int sse_max_streams;
     int sse_buffer_events;
     int sse_send_buffer_bytes;
+    int job_logs_end_wait_ms;
     int api_key_cache_s;
 } cstl_config;
 

@@ -99,12 +99,14 @@ static const event_spec specs[] = {
      "finished_at",
      HEAD TAIL HISTORY
      ", r AS (UPDATE runs SET finished_at = cstl_ts($3), outcome = $8, exit_code = $9::int, "
-     "failure_reason = $10, gpu_seconds = $11::bigint FROM u WHERE run_id = $7)" COUNT,
+     "failure_reason = $10, gpu_seconds = $11::bigint, log_lines = $12::bigint FROM u "
+     "WHERE run_id = $7)" COUNT,
      {{"run_id", STR},
       {"outcome", LOWER},
       {"exit_code", INT_NULL},
       {"failure_reason", LOWER_NULL},
-      {"gpu_seconds", INT}}},
+      {"gpu_seconds", INT},
+      {"log_lines", INT_NULL}}},
     {"JobSucceeded",
      "at",
      HEAD ", state = 'succeeded', reason = 'completed', reason_message = NULL, "

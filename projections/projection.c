@@ -17,13 +17,27 @@ static const char *const jobs_topics[] = {"jobs.waiting", NULL};
 /* fleet reads JobSubmitted too, to know the tenant of the job holding a GPU */
 static const char *const fleet_contexts[] = {"fleet", "jobs", NULL};
 
-static const cstl_projection tenants = {"tenants", tenants_contexts, cstl_projection_tenants_apply,
-                                        NULL};
-static const cstl_projection jobs = {"jobs", jobs_contexts, cstl_projection_jobs_apply,
-                                     cstl_projection_jobs_set_sql, jobs_topics};
-static const cstl_projection fleet = {"fleet", fleet_contexts, cstl_projection_fleet_apply, NULL};
+static const char *const no_contexts[] = {NULL};
+static const char *const job_logs_telemetry[] = {"jobs.logs", NULL};
 
-static const cstl_projection *const all[] = {&tenants, &jobs, &fleet};
+static const cstl_projection tenants = {
+    .name = "tenants", .contexts = tenants_contexts, .apply = cstl_projection_tenants_apply};
+static const cstl_projection jobs = {.name = "jobs",
+                                     .contexts = jobs_contexts,
+                                     .apply = cstl_projection_jobs_apply,
+                                     .set_sql = cstl_projection_jobs_set_sql,
+                                     .topics = jobs_topics};
+static const cstl_projection fleet = {
+    .name = "fleet", .contexts = fleet_contexts, .apply = cstl_projection_fleet_apply};
+/* job output lines from the workers' telemetry topic (projections/job_logs.c) */
+static const cstl_projection job_logs = {.name = "job_logs",
+                                         .contexts = no_contexts,
+                                         .apply = cstl_projection_job_logs_apply,
+                                         .set_sql = cstl_projection_job_logs_set_sql,
+                                         .telemetry = job_logs_telemetry,
+                                         .one_wave = true};
+
+static const cstl_projection *const all[] = {&tenants, &jobs, &fleet, &job_logs};
 
 const cstl_projection *const *cstl_projections_all(size_t *n)
 {

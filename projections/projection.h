@@ -2,10 +2,11 @@
  * projection.h - the projections (read models) and what they share: the registry of projections,
  * the apply contract, and helpers to bind event fields to prepared statements.
  *
- * A projection consumes the events topics of some contexts (and maybe some telemetry topics) and
- * applies each event to its tables in PostgreSQL. Its tables live in the schema <name>_v<N>
- * (projections/migrations/0002); the caller sets search_path to that schema, so the SQL here uses
- * unqualified table names.
+ * A projection consumes the events topics of some contexts, and possibly further topics: topics
+ * of records that carry the headers of events (the scheduler's pending reasons) and telemetry
+ * topics, whose records are not domain events (job output lines). It applies each record to its
+ * tables in PostgreSQL. Its tables live in the schema <name>_v<N> (projections/migrations/0002);
+ * the caller sets search_path to that schema, so the SQL here uses unqualified table names.
  *
  * Apply contract: apply(conn, headers, type, data, err) runs inside the caller's transaction (the
  * projector's batch, or a SAVEPOINT of it). type is the event's short name ("JobSubmitted"), data
@@ -20,6 +21,12 @@
  * are void) is passed with type CSTL_PROJ_TOMBSTONE, data {"key": <record key>} and headers all
  * empty but the subject, the key. It carries no version: what it removes must not depend on the
  * order in which the records of different topics are read.
+ *
+ * Records of a telemetry topic (constellation.jobs.logs) carry no CloudEvents headers: only their
+ * value is required. Their headers are filled with what the record has: type (ce_type), tenant
+ * (cstl_tenant) when given, subject (the key), time_us (the record's timestamp), and as version
+ * the record's offset, a position that grows with every record of a key (all of a key's records
+ * are on one partition) as an aggregate version grows with its events.
  *
  * Threads: apply functions keep no state; a connection is used by one thread at a time.
  */
@@ -56,8 +63,12 @@ typedef struct cstl_projection {
     cstl_projection_apply_fn apply;
     cstl_projection_set_sql_fn set_sql; /* may be NULL: events of distinct aggregates are
                                            independent, so a batch may be applied in waves */
-    const char *const *topics; /* further topics it consumes, without the "constellation." prefix
-                                  ("jobs.waiting"), NULL-ended; may be NULL */
+    const char *const *topics;    /* further topics it consumes, without the "constellation." prefix
+                                     ("jobs.waiting"), NULL-ended; may be NULL */
+    const char *const *telemetry; /* NULL, or telemetry topics it consumes, without the topic
+                                     prefix ("jobs.logs"), NULL-ended */
+    bool one_wave; /* the set form takes a whole batch's records of one kind, several of one key
+                      included, and orders them itself: no waves */
 } cstl_projection;
 
 /* The type a tombstone is applied with (see the apply contract). */
@@ -89,6 +100,16 @@ int cstl_projection_fleet_apply(cstl_pg_conn *conn,
                                 const char *type,
                                 const json_t *data,
                                 cstl_error *err);
+int cstl_projection_job_logs_apply(cstl_pg_conn *conn,
+                                   const cstl_event_headers *h,
+                                   const char *type,
+                                   const json_t *data,
+                                   cstl_error *err);
+char *cstl_projection_job_logs_set_sql(const char *sql, const char *const *types, int n);
+
+/* The longest line job_logs accepts, in bytes (the worker splits longer ones); a longer one is
+ * dead-lettered. */
+#define CSTL_JOB_LOG_LINE_MAX 16384
 
 /* ---- statement parameters from event fields (projections/projection.c) -------------------- */
 

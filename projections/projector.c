@@ -308,7 +308,7 @@ static void batch_committed(cstl_projector *p)
 /* Applies the held batch, retrying until it is committed, the version switched or stop. */
 static int apply_batch(cstl_projector *p)
 {
-    proj_items_prepare(p->batch, p->nbatch);
+    proj_items_prepare(p->proj, p->batch, p->nbatch);
     int delay = 100;
     for (int attempt = 1;; attempt++) {
         cstl_error err;
@@ -433,6 +433,8 @@ cstl_projector *cstl_projector_new(const cstl_projector_options *o, cstl_error *
     for (const char *const *c = proj->contexts; *c && p->ntopics < MAX_TOPICS; c++)
         snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s.events", prefix, *c);
     for (const char *const *t = proj->topics; t && *t && p->ntopics < MAX_TOPICS; t++)
+        snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
+    for (const char *const *t = proj->telemetry; t && *t && p->ntopics < MAX_TOPICS; t++)
         snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
     p->batch_max = o->batch_max > 0 ? o->batch_max : 1000;
     p->batch_ms = o->batch_ms > 0 ? o->batch_ms : 50;

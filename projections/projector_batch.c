@@ -56,7 +56,65 @@ void proj_core_set_version(proj_core *c, int version)
     snprintf(c->offsets_key, sizeof(c->offsets_key), "%s", c->schema);
 }
 
-void proj_items_prepare(proj_item *items, size_t n)
+/* True when topic is one of proj's telemetry topics (whatever the topic prefix). */
+static bool is_telemetry(const cstl_projection *proj, const char *topic)
+{
+    size_t tlen = strlen(topic);
+    for (const char *const *t = proj->telemetry; t != NULL && *t != NULL; t++) {
+        size_t n = strlen(*t);
+        if (tlen >= n && (tlen == n || topic[tlen - n - 1] == '.') &&
+            strcmp(topic + tlen - n, *t) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The value of header name into out (size n), or "" when absent or too long. */
+static void header_text(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t n)
+{
+    const void *v = NULL;
+    size_t len = 0;
+    out[0] = '\0';
+    if (hdrs != NULL &&
+        rd_kafka_header_get_last(hdrs, name, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v != NULL &&
+        len < n) {
+        memcpy(out, v, len);
+        out[len] = '\0';
+    }
+}
+
+/* A telemetry record: the value decoded, the headers made of what the record has (see
+ * projection.h); it->dlq_reason says why when the value cannot be decoded. */
+static void prepare_telemetry(proj_item *it)
+{
+    rd_kafka_message_t *m = it->msg;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = NULL;
+    memset(&it->h, 0, sizeof(it->h));
+    header_text(hdrs, "ce_type", it->h.type, sizeof(it->h.type));
+    header_text(hdrs, "cstl_tenant", it->h.tenant, sizeof(it->h.tenant));
+    if (m->key != NULL && m->key_len < sizeof(it->h.subject)) {
+        memcpy(it->h.subject, m->key, m->key_len);
+        it->h.subject[m->key_len] = '\0';
+    }
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    it->h.time_us = ts > 0 ? ts * 1000 : 0;
+    it->h.version = m->offset;
+    cstl_error err;
+    const cstl_schema_entry *writer = NULL;
+    if (cstl_codec_writer(m->payload, m->len, &writer, &err) != 0 ||
+        cstl_codec_decode_json(m->payload, m->len, writer->latest, &it->data, &err) != 0) {
+        snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s", err.message);
+        it->data = NULL;
+        return;
+    }
+    const char *dot = strrchr(writer->fullname, '.');
+    it->type = dot ? dot + 1 : writer->fullname;
+}
+
+void proj_items_prepare(const cstl_projection *proj, proj_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         proj_item *it = &items[i];
@@ -65,6 +123,10 @@ void proj_items_prepare(proj_item *items, size_t n)
         it->type = NULL;
         it->skip = false;
         it->dlq_reason[0] = '\0';
+        if (is_telemetry(proj, rd_kafka_topic_name(m->rkt))) {
+            prepare_telemetry(it);
+            continue;
+        }
         cstl_error err;
         rd_kafka_headers_t *hdrs = NULL;
         const cstl_schema_entry *writer = NULL;
@@ -448,12 +510,15 @@ static int run_pipeline(batch_ctx *b, cstl_error *err)
     for (size_t i = 0; i < k->n; i++)
         refs[i] = (wave_ref){.index = i, .sink = k};
     if (c->proj->set_sql != NULL) {
-        qsort(refs, k->n, sizeof(wave_ref), by_key);
-        for (size_t i = 1; i < k->n; i++) {
-            const char *prev = k->stmts[refs[i - 1].index].v[0];
-            const char *key = k->stmts[refs[i].index].v[0];
-            if (strcmp(prev ? prev : "", key ? key : "") == 0)
-                refs[i].wave = refs[i - 1].wave + 1;
+        /* one_wave: every statement in wave 0, in batch order within its kind */
+        if (!c->proj->one_wave) {
+            qsort(refs, k->n, sizeof(wave_ref), by_key);
+            for (size_t i = 1; i < k->n; i++) {
+                const char *prev = k->stmts[refs[i - 1].index].v[0];
+                const char *key = k->stmts[refs[i].index].v[0];
+                if (strcmp(prev ? prev : "", key ? key : "") == 0)
+                    refs[i].wave = refs[i - 1].wave + 1;
+            }
         }
         qsort(refs, k->n, sizeof(wave_ref), by_wave);
     }

@@ -47,8 +47,9 @@ typedef struct proj_core {
 /* Sets version, schema and offsets_key. */
 void proj_core_set_version(proj_core *c, int version);
 
-/* Decodes every record of items (headers, writer schema, value): failures are dead-lettered. */
-void proj_items_prepare(proj_item *items, size_t n);
+/* Decodes every record of items (headers, writer schema, value; only the value for records of
+ * proj's telemetry topics): failures are dead-lettered. */
+void proj_items_prepare(const cstl_projection *proj, proj_item *items, size_t n);
 
 /* Frees the decoded data of items (not the messages). */
 void proj_items_release(proj_item *items, size_t n);

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_REBUILD_TOPICS 8 /* events, further and telemetry topics of one projection */
+
 typedef struct rebuild {
     const cstl_rebuild_options *o;
     proj_core core;
@@ -88,7 +90,7 @@ static int poll_batch(rebuild *r, cstl_error *err)
             break;
         r->items[r->nitems++] = (proj_item){.msg = m};
     }
-    proj_items_prepare(r->items, r->nitems);
+    proj_items_prepare(r->core.proj, r->items, r->nitems);
     return 0;
 }
 
@@ -105,18 +107,22 @@ static int open_consumer(rebuild *r, cstl_kafka_conf *conf, cstl_error *err)
     const char *prefix = r->o->topic_prefix ? r->o->topic_prefix : "constellation.";
     r->parts = rd_kafka_topic_partition_list_new(8);
     int rc = 0;
-    /* the events topics of its contexts, then its other topics */
-    const char *const *c = r->core.proj->contexts, *const *t = r->core.proj->topics;
-    while (rc == 0 && (*c != NULL || (t != NULL && *t != NULL))) {
-        char topic[PROJ_NAME_MAX];
-        if (*c != NULL)
-            snprintf(topic, sizeof(topic), "%s%s.events", prefix, *c++);
-        else
-            snprintf(topic, sizeof(topic), "%s%s", prefix, *t++);
+    /* the events topics of its contexts, then its other topics, then its telemetry topics */
+    const cstl_projection *proj = r->core.proj;
+    char topics[MAX_REBUILD_TOPICS][PROJ_NAME_MAX];
+    size_t ntopics = 0;
+    for (const char *const *c = proj->contexts; *c != NULL && ntopics < MAX_REBUILD_TOPICS; c++)
+        snprintf(topics[ntopics++], PROJ_NAME_MAX, "%s%s.events", prefix, *c);
+    const char *const *more[] = {proj->topics, proj->telemetry};
+    for (size_t l = 0; l < sizeof(more) / sizeof(more[0]); l++)
+        for (const char *const *t = more[l];
+             t != NULL && *t != NULL && ntopics < MAX_REBUILD_TOPICS; t++)
+            snprintf(topics[ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
+    for (size_t i = 0; rc == 0 && i < ntopics; i++) {
         int32_t n = 0;
-        rc = cstl_kafka_admin_partition_count(admin, topic, 10000, &n, err);
+        rc = cstl_kafka_admin_partition_count(admin, topics[i], 10000, &n, err);
         for (int32_t p = 0; rc == 0 && p < n; p++)
-            rd_kafka_topic_partition_list_add(r->parts, topic, p)->offset =
+            rd_kafka_topic_partition_list_add(r->parts, topics[i], p)->offset =
                 RD_KAFKA_OFFSET_BEGINNING;
     }
     cstl_kafka_admin_free(admin);

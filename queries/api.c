@@ -32,19 +32,26 @@ cstl_query_api *cstl_query_api_new(const cstl_config *cfg, cstl_pg_pool *pg, cst
     api->pg = pg;
     api->auth = auth;
     pthread_mutex_init(&api->keys_lock, NULL);
-    cstl_query_api_set_topics(api, "constellation.jobs.events", "constellation.fleet.events");
+    cstl_query_api_set_topics(api, "constellation.jobs.events", "constellation.fleet.events",
+                              "constellation.jobs.logs");
     return api;
 }
 
-void cstl_query_api_set_topics(cstl_query_api *api, const char *jobs, const char *fleet)
+void cstl_query_api_set_topics(cstl_query_api *api,
+                               const char *jobs,
+                               const char *fleet,
+                               const char *logs)
 {
     snprintf(api->jobs_topic, sizeof(api->jobs_topic), "%s", jobs);
     snprintf(api->fleet_topic, sizeof(api->fleet_topic), "%s", fleet);
+    snprintf(api->logs_topic, sizeof(api->logs_topic), "%s", logs != NULL ? logs : "");
 }
 
 int cstl_query_api_start(cstl_query_api *api, cstl_http_server *http, cstl_error *err)
 {
     int rc = query_routes_jobs(api, http, err);
+    if (rc == 0)
+        rc = query_logs_start(api, http, err);
     if (rc == 0)
         rc = query_stream_start(api, http, err);
     return rc;
@@ -54,7 +61,8 @@ void cstl_query_api_free(cstl_query_api *api)
 {
     if (api == NULL)
         return;
-    query_stream_stop(api);
+    query_stream_stop(api); /* no more hints for the log streams */
+    query_logs_stop(api);
     cstl_auth_free(api->auth);
     pthread_mutex_destroy(&api->keys_lock);
     free(api);
@@ -79,14 +87,13 @@ static int pg_failed(cstl_http_request *req, const char *what, const cstl_error 
     return code;
 }
 
-/* Runs one prepared statement, reconnecting once when the connection was lost. */
-static int call_raw(cstl_query_api *api,
-                    const char *name,
-                    const char *sql,
-                    int nparams,
-                    const char *const *params,
-                    PGresult **res,
-                    cstl_error *err)
+int query_call_raw(cstl_query_api *api,
+                   const char *name,
+                   const char *sql,
+                   int nparams,
+                   const char *const *params,
+                   PGresult **res,
+                   cstl_error *err)
 {
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -110,7 +117,7 @@ int query_call_result(cstl_query_api *api,
 {
     cstl_error err;
     *res = NULL;
-    int rc = call_raw(api, name, sql, nparams, params, res, &err);
+    int rc = query_call_raw(api, name, sql, nparams, params, res, &err);
     if (rc != 0 && strncmp(err.origin_sqlstate, "22", 2) == 0) {
         /* a data exception: a parameter value PostgreSQL refuses (a date out of its range) */
         cstl_http_respond_problem(req, 400, "invalid-parameter", "invalid query parameter",
@@ -161,7 +168,7 @@ static void refresh_key(cstl_query_api *api, const char *key_id)
     const char *params[] = {key_id};
     PGresult *res = NULL;
     cstl_error err;
-    if (call_raw(api, "query_api_key", sql, 1, params, &res, &err) != 0)
+    if (query_call_raw(api, "query_api_key", sql, 1, params, &res, &err) != 0)
         return; /* the key store answers from what it has */
     if (PQntuples(res) == 1) {
         cstl_role role;

@@ -18,6 +18,9 @@
 #include "platform/http.h"
 #include "platform/pg.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+
 typedef struct cstl_query_api cstl_query_api;
 
 /*
@@ -36,9 +39,14 @@ void cstl_query_api_free(cstl_query_api *api);
 
 /* ---- exposed for tests ----------------------------------------------------------------- */
 
-/* Streams these events topics instead of constellation.jobs.events and .fleet.events (copied).
- * Before cstl_query_api_start. */
-void cstl_query_api_set_topics(cstl_query_api *api, const char *jobs, const char *fleet);
+/* Streams these events topics instead of constellation.jobs.events and .fleet.events, and
+ * learns of new job output lines from logs instead of constellation.jobs.logs (NULL: from no
+ * topic; log streams then read again only on jobs events and timers). Copied. Before
+ * cstl_query_api_start. */
+void cstl_query_api_set_topics(cstl_query_api *api,
+                               const char *jobs,
+                               const char *fleet,
+                               const char *logs);
 
 /* base64url without padding of len bytes into out (size >= 4 * ceil(len / 3) + 1). */
 void cstl_query_b64url_encode(const void *data, size_t len, char *out);
@@ -62,5 +70,37 @@ int cstl_query_cursor_decode(const char *text, cstl_query_cursor *c);
 
 /* True when text is an RFC 3339 date-time ("2026-11-21T23:41:03Z", fraction and offset allowed). */
 int cstl_query_rfc3339_valid(const char *t);
+
+/* A job log stream's resume position (Last-Event-ID, last_event_id): a decimal integer from 0 to
+ * INT64_MAX without sign or spaces. Returns 0 with *out, or CSTL_EINVAL. */
+int cstl_query_log_position_parse(const char *text, int64_t *out);
+
+/* What a job log stream learnt from one read of its next page (query.job_logs). */
+typedef struct cstl_query_log_read {
+    int lines;     /* lines read */
+    bool more;     /* more lines follow them */
+    bool follow;   /* follow=true */
+    bool terminal; /* the job finished */
+    bool complete; /* and every line of it arrived */
+    bool expired;  /* the wait for its missing lines ran out */
+    /* hub positions the projectors must reach (-1 none), and where they are (-1 nothing) */
+    int64_t want_jobs, want_logs;
+    int64_t jobs_applied, logs_applied;
+} cstl_query_log_read;
+
+typedef enum cstl_query_logs_step {
+    CSTL_QUERY_LOGS_READ_NOW,   /* more lines wait: read them once these are sent */
+    CSTL_QUERY_LOGS_READ_LATER, /* after *delay_ms, or when the hub sees a record of the job */
+    CSTL_QUERY_LOGS_END,        /* send the end event and end the stream */
+} cstl_query_logs_step;
+
+/*
+ * The next step of a job log stream after a read. *backoff_ms carries the wait while the read
+ * models are behind the hub from one read to the next (25 ms doubling to 1 s; reset by progress).
+ * A finished job whose lines are incomplete is read every 250 ms until they are there or the
+ * wait expired; a running job every 5 s at least. Pure.
+ */
+cstl_query_logs_step
+cstl_query_logs_next(const cstl_query_log_read *r, int *backoff_ms, int *delay_ms);
 
 #endif

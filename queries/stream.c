@@ -3,7 +3,9 @@
  * changes, resumable with Last-Event-ID.
  *
  * One hub consumer (read_committed, manual assignment of every partition of the jobs and fleet
- * events topics, starting at their ends) feeds bounded per-client rings. Jobs events go to their
+ * events topics, starting at their ends) feeds bounded per-client rings. It also reads the job
+ * logs topic, only to tell the job log streams (logs.c) of new lines: its records are not
+ * streamed here, and its partitions are not part of the event ids. Jobs events go to their
  * tenant's clients only; fleet events go to every client with job ids removed (a fleet event does
  * not say whose job it names). Every event id is the position vector of the hub after that event
  * ("v1.j0-15.j1-7.f0-3": topic, partition, next offset), so a client resuming with it gets a
@@ -38,9 +40,11 @@
     "Last-Event-ID\"}\n\n"
 
 typedef struct part {
-    char tag; /* 'j' jobs, 'f' fleet */
+    char tag; /* 'j' jobs, 'f' fleet, 'l' job logs (hints for logs.c only) */
     int32_t partition;
 } part;
+
+static const char TAGS[3] = {'j', 'f', 'l'};
 
 typedef struct sse_client sse_client;
 
@@ -51,7 +55,7 @@ typedef struct wake_list {
 
 struct query_hub {
     cstl_query_api *api;
-    const char *topics[2];
+    const char *topics[3]; /* by tag: jobs, fleet, logs ("" none) */
     pthread_mutex_t lock;
     pthread_t thread;
     bool thread_started;
@@ -59,7 +63,8 @@ struct query_hub {
     atomic_bool ready;
     part parts[MAX_PARTS];
     size_t nparts;
-    int64_t pos[MAX_PARTS]; /* next offset per part, as far as the hub has dispatched */
+    int64_t pos[MAX_PARTS];  /* next offset per part, as far as the hub has dispatched */
+    int64_t seen[MAX_PARTS]; /* 1 + the offset of the last record read per part; -1 none */
     sse_client *clients;
     size_t nclients;     /* streams open or being opened */
     size_t ncatchup;     /* catch-up threads running */
@@ -220,8 +225,9 @@ static char *format_id(const query_hub *hub, const int64_t *pos)
     char *id = cstl_xmalloc(cap);
     o += (size_t)snprintf(id, cap, "v1");
     for (size_t i = 0; i < hub->nparts; i++)
-        o += (size_t)snprintf(id + o, cap - o, ".%c%" PRId32 "-%" PRId64, hub->parts[i].tag,
-                              hub->parts[i].partition, pos[i]);
+        if (hub->parts[i].tag != 'l')
+            o += (size_t)snprintf(id + o, cap - o, ".%c%" PRId32 "-%" PRId64, hub->parts[i].tag,
+                                  hub->parts[i].partition, pos[i]);
     return id;
 }
 
@@ -341,14 +347,21 @@ static cstl_kafka_consumer *consumer_new(query_hub *hub, const char *what, cstl_
     return c;
 }
 
-static int
-assign_at(query_hub *hub, cstl_kafka_consumer *c, const int64_t *offsets, cstl_error *err)
+static int topic_index(char tag)
+{
+    return tag == 'j' ? 0 : tag == 'f' ? 1 : 2;
+}
+
+/* Assigns c the hub's partitions at offsets; those of the logs topic only when logs is set. */
+static int assign_at(
+    query_hub *hub, cstl_kafka_consumer *c, const int64_t *offsets, bool logs, cstl_error *err)
 {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)hub->nparts);
     for (size_t i = 0; i < hub->nparts; i++)
-        rd_kafka_topic_partition_list_add(list, hub->topics[hub->parts[i].tag == 'j' ? 0 : 1],
-                                          hub->parts[i].partition)
-            ->offset = offsets[i];
+        if (logs || hub->parts[i].tag != 'l')
+            rd_kafka_topic_partition_list_add(list, hub->topics[topic_index(hub->parts[i].tag)],
+                                              hub->parts[i].partition)
+                ->offset = offsets[i];
     int rc = cstl_kafka_consumer_assign(c, list, err);
     rd_kafka_topic_partition_list_destroy(list);
     return rc;
@@ -359,7 +372,9 @@ static int hub_discover(query_hub *hub, cstl_kafka_consumer *c, cstl_error *err)
 {
     rd_kafka_t *rk = cstl_kafka_consumer_handle(c);
     hub->nparts = 0;
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 3; t++) {
+        if (hub->topics[t][0] == '\0')
+            continue;
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, hub->topics[t], NULL);
         rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
@@ -375,11 +390,12 @@ static int hub_discover(query_hub *hub, cstl_kafka_consumer *c, cstl_error *err)
             int64_t lo, hi;
             if (cstl_kafka_consumer_watermarks(c, hub->topics[t], p, &lo, &hi, 5000, err) != 0)
                 return err->code;
-            hub->parts[hub->nparts] = (part){t == 0 ? 'j' : 'f', p};
+            hub->parts[hub->nparts] = (part){TAGS[t], p};
+            hub->seen[hub->nparts] = -1;
             hub->pos[hub->nparts++] = hi;
         }
     }
-    return assign_at(hub, c, hub->pos, err);
+    return assign_at(hub, c, hub->pos, true, err);
 }
 
 static void heartbeat_locked(query_hub *hub, wake_list *wake)
@@ -394,6 +410,15 @@ static void heartbeat_locked(query_hub *hub, wake_list *wake)
         c->last_ms = now;
         wake_add_locked(wake, c);
     }
+}
+
+/* The tag of a topic the hub reads. */
+static char tag_of(const query_hub *hub, const char *topic)
+{
+    for (int t = 0; t < 3; t++)
+        if (hub->topics[t][0] != '\0' && strcmp(topic, hub->topics[t]) == 0)
+            return TAGS[t];
+    return 0;
 }
 
 static void *hub_main(void *arg)
@@ -423,16 +448,23 @@ static void *hub_main(void *arg)
         }
         rd_kafka_message_t *m = NULL;
         int rc = cstl_kafka_consumer_poll(c, POLL_MS, &m, &err);
+        char tag = 0;
         pthread_mutex_lock(&hub->lock);
         if (rc == 0 && m != NULL) {
-            const char *topic = rd_kafka_topic_name(m->rkt);
-            char tag = strcmp(topic, hub->topics[0]) == 0 ? 'j' : 'f';
+            tag = tag_of(hub, rd_kafka_topic_name(m->rkt));
             int idx = part_index(hub, tag, m->partition);
-            if (idx >= 0)
-                dispatch_locked(hub, m, tag, idx, &wake);
+            if (idx >= 0) {
+                hub->seen[idx] = m->offset + 1;
+                if (tag == 'l')
+                    hub->pos[idx] = m->offset + 1;
+                else
+                    dispatch_locked(hub, m, tag, idx, &wake);
+            }
         }
         heartbeat_locked(hub, &wake);
         pthread_mutex_unlock(&hub->lock);
+        if (m != NULL && (tag == 'j' || tag == 'l'))
+            query_logs_hint(hub->api, tag, m->partition, m->offset + 1, m->key, m->key_len);
         if (m != NULL)
             rd_kafka_message_destroy(m);
         wake_all(&wake);
@@ -452,10 +484,12 @@ static bool caught_up(query_hub *hub, cstl_kafka_consumer *c, const sse_client *
 {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)hub->nparts);
     for (size_t i = 0; i < hub->nparts; i++)
-        rd_kafka_topic_partition_list_add(list, hub->topics[hub->parts[i].tag == 'j' ? 0 : 1],
+        rd_kafka_topic_partition_list_add(list, hub->topics[topic_index(hub->parts[i].tag)],
                                           hub->parts[i].partition);
     bool done = rd_kafka_position(cstl_kafka_consumer_handle(c), list) == 0;
     for (size_t i = 0; done && i < hub->nparts; i++) {
+        if (hub->parts[i].tag == 'l')
+            continue; /* not read by a catch-up */
         int64_t at = list->elems[i].offset;
         if (at < 0)
             at = cl->from[i]; /* nothing fetched yet: where it starts */
@@ -472,7 +506,7 @@ static void *catchup_main(void *arg)
     query_hub *hub = cl->hub;
     cstl_error err;
     cstl_kafka_consumer *c = consumer_new(hub, "catchup", &err);
-    bool ok = c != NULL && assign_at(hub, c, cl->from, &err) == 0;
+    bool ok = c != NULL && assign_at(hub, c, cl->from, false, &err) == 0;
     long long start = query_now_ms(), last = start;
     while (ok && !atomic_load(&hub->stop)) {
         pthread_mutex_lock(&hub->lock);
@@ -488,8 +522,8 @@ static void *catchup_main(void *arg)
         if (cstl_kafka_consumer_poll(c, POLL_MS, &m, &err) != 0 || m == NULL)
             continue;
         last = query_now_ms();
-        char tag = strcmp(rd_kafka_topic_name(m->rkt), hub->topics[0]) == 0 ? 'j' : 'f';
-        int idx = part_index(hub, tag, m->partition);
+        char tag = tag_of(hub, rd_kafka_topic_name(m->rkt));
+        int idx = tag == 'l' ? -1 : part_index(hub, tag, m->partition);
         if (idx >= 0 && m->offset >= cl->from[idx] && m->offset < cl->until[idx]) {
             cl->from[idx] = m->offset + 1;
             cstl_event_headers h;
@@ -612,6 +646,7 @@ int query_stream_start(cstl_query_api *api, cstl_http_server *http, cstl_error *
     hub->api = api;
     hub->topics[0] = api->jobs_topic;
     hub->topics[1] = api->fleet_topic;
+    hub->topics[2] = api->logs_topic;
     pthread_mutex_init(&hub->lock, NULL);
     pthread_cond_init(&hub->idle, NULL);
     api->hub = hub;
@@ -641,4 +676,32 @@ void query_stream_stop(cstl_query_api *api)
     pthread_mutex_destroy(&hub->lock);
     free(hub);
     api->hub = NULL;
+}
+
+bool query_hub_ready(query_hub *hub)
+{
+    return hub != NULL && atomic_load(&hub->ready);
+}
+
+int32_t query_hub_partitions(query_hub *hub, char tag)
+{
+    if (!query_hub_ready(hub))
+        return 0; /* the partitions are being found */
+    int32_t n = 0;
+    pthread_mutex_lock(&hub->lock);
+    for (size_t i = 0; i < hub->nparts; i++)
+        n += hub->parts[i].tag == tag;
+    pthread_mutex_unlock(&hub->lock);
+    return n;
+}
+
+int64_t query_hub_seen(query_hub *hub, char tag, int32_t partition)
+{
+    if (!query_hub_ready(hub))
+        return -1;
+    pthread_mutex_lock(&hub->lock);
+    int i = part_index(hub, tag, partition);
+    int64_t seen = i >= 0 ? hub->seen[i] : -1;
+    pthread_mutex_unlock(&hub->lock);
+    return seen;
 }

@@ -74,6 +74,38 @@ static size_t utf8_clean(const unsigned char *in, size_t len, char *out)
     return o;
 }
 
+static void tally_unref(log_tally *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) == 1)
+        free(t);
+}
+
+/* A line's delivery report, on whichever thread polls the producer. */
+static void on_delivered(void *opaque, const cstl_kafka_delivery *d)
+{
+    log_tally *t = opaque;
+    if (d->code != 0 && t->m_dropped != NULL)
+        cstl_metrics_counter_inc(t->m_dropped);
+    atomic_fetch_sub(&t->in_flight, 1);
+    tally_unref(t);
+}
+
+/* Waits up to timeout_ms for the delivery reports of every line of t, serving the producer's
+ * callbacks meanwhile. True when none is in flight any more. */
+static bool wait_delivered(cstl_worker *w, log_tally *t, int timeout_ms)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t until = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + timeout_ms;
+    while (atomic_load(&t->in_flight) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= until)
+            return false;
+        cstl_kafka_producer_poll(w->producer, 10);
+    }
+    return true;
+}
+
 static void on_line(void *ud, cstl_run_stream stream, const char *line, size_t len)
 {
     run_slot *s = ud;
@@ -81,9 +113,10 @@ static void on_line(void *ud, cstl_run_stream stream, const char *line, size_t l
     char *clean = cstl_xcalloc(1, len * 3 + 1);
     size_t clen = utf8_clean((const unsigned char *)line, len, clean);
     json_t *rec =
-        json_pack("{s:s,s:s,s:s,s:I,s:s%,s:I}", "job_id", s->job_id, "run_id", s->run_id, "stream",
-                  stream == CSTL_RUN_STDOUT ? "stdout" : "stderr", "seq", (json_int_t)s->seq++,
-                  "line", clean, clen, "at", (json_int_t)agent_wall_us());
+        json_pack("{s:s,s:s,s:s,s:I,s:s%,s:I,s:s?}", "job_id", s->job_id, "run_id", s->run_id,
+                  "stream", stream == CSTL_RUN_STDOUT ? "stdout" : "stderr", "seq",
+                  (json_int_t)s->seq++, "line", clean, clen, "at", (json_int_t)agent_wall_us(),
+                  "tenant_id", s->tenant_id[0] != '\0' ? s->tenant_id : NULL);
     free(clean);
     const cstl_schema_entry *entry =
         cstl_schema_catalog_find(cstl_schema_catalog_get(), "jobs.JobLogLine");
@@ -97,10 +130,15 @@ static void on_line(void *ud, cstl_run_stream stream, const char *line, size_t l
         rd_kafka_header_add(hdrs, "content-type", -1, CSTL_EVENT_CONTENT_TYPE, -1);
         rd_kafka_header_add(hdrs, "ce_type", -1, entry->ce_type, -1);
         rd_kafka_header_add(hdrs, "cstl_tenant", -1, s->tenant_id, -1);
+        atomic_fetch_add(&s->tally->refs, 1);
+        atomic_fetch_add(&s->tally->in_flight, 1);
         rc = cstl_kafka_producer_send(w->producer, LOGS_TOPIC, CSTL_KAFKA_PARTITION_UA, s->job_id,
-                                      strlen(s->job_id), buf.data, buf.len, hdrs, NULL, NULL, &err);
+                                      strlen(s->job_id), buf.data, buf.len, hdrs, on_delivered,
+                                      s->tally, &err);
         if (rc == 0)
             break;
+        atomic_fetch_sub(&s->tally->in_flight, 1);
+        atomic_fetch_sub(&s->tally->refs, 1);
         rd_kafka_headers_destroy(hdrs);
         if (rc != CSTL_EKAFKA)
             break;
@@ -201,9 +239,10 @@ finish_body(const cstl_worker *w, const run_slot *s, stop_reason why, const cstl
     int64_t gpus = (int64_t)json_array_size(s->gpus);
     /* whole GPU-seconds, rounded up: a started second is charged */
     int64_t gpu_seconds = (wall_us * gpus + 999999) / 1000000;
-    json_t *body = json_pack("{s:s,s:s,s:s?,s:I,s:I}", "worker_id", w->worker_id, "outcome",
-                             outcome, "failure_reason", reason, "finished_at",
-                             (json_int_t)res->finished_us, "gpu_seconds", (json_int_t)gpu_seconds);
+    json_t *body =
+        json_pack("{s:s,s:s,s:s?,s:I,s:I,s:I}", "worker_id", w->worker_id, "outcome", outcome,
+                  "failure_reason", reason, "finished_at", (json_int_t)res->finished_us,
+                  "gpu_seconds", (json_int_t)gpu_seconds, "log_lines", (json_int_t)s->seq);
     if (exit_code)
         json_object_set_new(body, "exit_code", json_integer(res->exit_code));
     return body;
@@ -260,6 +299,14 @@ static void *run_main(void *arg)
     s->run = NULL;
     pthread_mutex_unlock(&w->mu);
     cstl_run_free(run);
+    /* Every line on the topic before the run is reported finished: RunFinished, and its
+     * log_lines, then tell readers of the logs that nothing more is coming. */
+    if (!wait_delivered(w, s->tally, w->kafka_timeout_ms))
+        cstl_log_fields(CSTL_LOG_WARN, "worker",
+                        json_pack("{s:s,s:s,s:I}", "job_id", s->job_id, "run_id", s->run_id,
+                                  "in_flight", (json_int_t)atomic_load(&s->tally->in_flight)),
+                        "output lines still undelivered after %d ms; reporting the run anyway",
+                        w->kafka_timeout_ms);
     free_strings(argv);
     free_strings(env);
     json_t *body = finish_body(w, s, why, &res);
@@ -294,6 +341,10 @@ static void launch_locked(cstl_worker *w, const char *job_id, json_t *m)
     snprintf(s->job_id, sizeof(s->job_id), "%s", job_id);
     snprintf(s->run_id, sizeof(s->run_id), "%s", json_string_value(json_object_get(m, "run")));
     s->gpus = json_deep_copy(json_object_get(m, "gpus"));
+    s->tally = cstl_xcalloc(1, sizeof(*s->tally));
+    atomic_init(&s->tally->refs, 1);
+    atomic_init(&s->tally->in_flight, 0);
+    s->tally->m_dropped = w->m_lines_dropped;
     if (params != NULL) {
         snprintf(s->tenant_id, sizeof(s->tenant_id), "%s",
                  json_string_value(json_object_get(params, "tenant")));
@@ -344,6 +395,7 @@ static void reap_runs(cstl_worker *w)
         json_decref(s->argv);
         json_decref(s->environment);
         json_decref(s->gpus);
+        tally_unref(s->tally);
         free(s);
         if (w->m_running != NULL)
             cstl_metrics_gauge_dec(w->m_running);
@@ -540,8 +592,9 @@ static void metrics_setup(cstl_worker *w, cstl_metrics *reg)
     f = cstl_metrics_counter(reg, "worker_log_lines_total",
                              "job output lines produced to constellation.jobs.logs", NULL, &err);
     w->m_lines = f ? cstl_metrics_child(f, NULL) : NULL;
-    f = cstl_metrics_counter(reg, "worker_log_lines_dropped_total",
-                             "job output lines that could not be queued to Kafka", NULL, &err);
+    f = cstl_metrics_counter(
+        reg, "worker_log_lines_dropped_total",
+        "job output lines that could not be queued to Kafka or were not delivered", NULL, &err);
     w->m_lines_dropped = f ? cstl_metrics_child(f, NULL) : NULL;
     f = cstl_metrics_gauge(reg, "worker_registered",
                            "1 while the command API has accepted this worker's registration", NULL,
@@ -564,6 +617,7 @@ cstl_worker *cstl_worker_new(const cstl_worker_options *opts, cstl_error *err)
     w->producer = o->producer;
     w->heartbeat_s = o->heartbeat_s > 0 ? o->heartbeat_s : 5;
     w->kill_grace_ms = o->kill_grace_ms;
+    w->kafka_timeout_ms = o->kafka_timeout_ms > 0 ? o->kafka_timeout_ms : 10000;
     if (o->hostname != NULL && o->hostname[0] != '\0')
         snprintf(w->hostname, sizeof(w->hostname), "%s", o->hostname);
     else if (gethostname(w->hostname, sizeof(w->hostname) - 1) != 0 || w->hostname[0] == '\0')

@@ -25,6 +25,15 @@ typedef enum stop_reason {
     STOP_SHUTDOWN,  /* the agent stops: report FAILED, WORKER_LOST */
 } stop_reason;
 
+/* The delivery of one run's output lines: a reference for the run and one per line in flight.
+ * The run's thread waits for in_flight to reach 0 before it reports the run finished; the last
+ * reference frees it (a delivery report served after the run's thread stopped waiting). */
+typedef struct log_tally {
+    atomic_long refs;
+    atomic_long in_flight;
+    cstl_metric *m_dropped; /* may be NULL */
+} log_tally;
+
 typedef struct run_slot {
     struct run_slot *next;
     cstl_worker *w;
@@ -38,6 +47,7 @@ typedef struct run_slot {
     cstl_run *run;      /* under w->mu; NULL before it started */
     stop_reason reason; /* under w->mu */
     long seq;           /* output lines so far (the run thread's) */
+    log_tally *tally;   /* the run thread's reference */
     pthread_t thread;
     atomic_bool done;
 } run_slot;
@@ -72,6 +82,7 @@ struct cstl_worker {
     char authorization[600];
     int heartbeat_s;
     int kill_grace_ms;
+    int kafka_timeout_ms; /* bounds the wait for a run's lines to be delivered */
     cstl_kafka_producer *producer;
     cstl_event_reader *reader;
 

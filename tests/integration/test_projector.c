@@ -177,10 +177,11 @@ static void generate(size_t n)
         case 3: { /* running */
             int ok = rnd(3) != 0;
             pe_emit("jobs", "RunFinished", j->id, jt, ++j->version,
-                    json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:o,s:i}", "job_id", j->id, "run_id",
+                    json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:o,s:i,s:i}", "job_id", j->id, "run_id",
                               j->run, "worker_id", w->id, "outcome", ok ? "SUCCEEDED" : "FAILED",
                               "exit_code", ok ? 0 : 1, "failure_reason", "NONZERO_EXIT",
-                              "finished_at", at_now(), "gpu_seconds", rnd(1000)));
+                              "finished_at", at_now(), "gpu_seconds", rnd(1000), "log_lines",
+                              ok ? 120 : 3));
             pe_emit("fleet", "GpusReleased", w->id, tenants[0], ++w->version,
                     json_pack("{s:s,s:s,s:[s],s:o}", "worker_id", w->id, "job_id", j->id,
                               "gpu_uuids", gpu, "at", at_now()));

@@ -200,7 +200,7 @@ static int setup(void **state)
     char jobs[200], fleet[200];
     snprintf(jobs, sizeof(jobs), "%sjobs.events", pe.prefix);
     snprintf(fleet, sizeof(fleet), "%sfleet.events", pe.prefix);
-    cstl_query_api_set_topics(q.api, jobs, fleet);
+    cstl_query_api_set_topics(q.api, jobs, fleet, NULL);
     assert_int_equal(cstl_query_api_start(q.api, q.http, &err), 0);
     assert_int_equal(cstl_http_server_start(q.http, &err), 0);
     q.port = cstl_http_server_port(q.http);

@@ -82,10 +82,10 @@ static inline bool js_emit_next(js_job *j)
     case 8: {
         int ok = j->step == 8;
         pe_emit("jobs", "RunFinished", j->id, t, v,
-                json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:o,s:i}", "job_id", j->id, "run_id", j->run,
-                          "worker_id", js_worker, "outcome", ok ? "SUCCEEDED" : "FAILED",
+                json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:o,s:i,s:i}", "job_id", j->id, "run_id",
+                          j->run, "worker_id", js_worker, "outcome", ok ? "SUCCEEDED" : "FAILED",
                           "exit_code", ok ? 0 : 1, "failure_reason", "NONZERO_EXIT", "finished_at",
-                          js_at(), "gpu_seconds", js_rnd(1000)));
+                          js_at(), "gpu_seconds", js_rnd(1000), "log_lines", ok ? 120 : 3));
         break;
     }
     case 5:
