@@ -167,6 +167,21 @@ static void charge(cstl_scheduler *s, const char *tenant_id, double gpu_s, int64
     t->usage += gpu_s;
 }
 
+/*
+ * The usage a finished run adds: its GPUs x the time from its RunStarted to its RunFinished, the
+ * measure its running time was counted in until then. The billed gpu_seconds are rounded up to
+ * whole seconds (a 0.2 s single-GPU run bills 1), which would charge tenants of short runs several
+ * times their use; they count only for a run whose start the state does not have (current: the
+ * RunFinished is of the job's current run).
+ */
+static double run_gpu_s(const sjob *j, bool current, const json_t *d)
+{
+    int64_t finished = num(d, "finished_at");
+    if (current && j->started_at > 0 && finished >= j->started_at)
+        return (double)(finished - j->started_at) / 1e6 * j->gpu_count;
+    return (double)num(d, "gpu_seconds");
+}
+
 static void apply_job(cstl_scheduler *s, const char *type, const char *tenant_id, const json_t *d)
 {
     if (strcmp(type, "JobSubmitted") == 0) {
@@ -175,8 +190,13 @@ static void apply_job(cstl_scheduler *s, const char *type, const char *tenant_id
     }
     const char *id = str(d, "job_id");
     sjob *j = cstl_strmap_get(s->jobs, id);
-    if (j == NULL)
+    if (j == NULL) {
+        /* a cancelled or timed-out job's run reports after its job ended (and left the state):
+         * it still used the GPUs until then */
+        if (strcmp(type, "RunFinished") == 0 && *tenant_id != '\0')
+            charge(s, tenant_id, (double)num(d, "gpu_seconds"), num(d, "finished_at"));
         return;
+    }
     if (strcmp(type, "JobAdmitted") == 0) {
         j->state = SJ_QUEUED;
     } else if (strcmp(type, "JobPriorityChanged") == 0) {
@@ -194,8 +214,9 @@ static void apply_job(cstl_scheduler *s, const char *type, const char *tenant_id
             j->started_at = num(d, "started_at");
         }
     } else if (strcmp(type, "RunFinished") == 0) {
-        charge(s, j->tenant_id, (double)num(d, "gpu_seconds"), num(d, "finished_at"));
-        if (strcmp(j->run_id, str(d, "run_id")) == 0)
+        bool current = strcmp(j->run_id, str(d, "run_id")) == 0;
+        charge(s, j->tenant_id, run_gpu_s(j, current, d), num(d, "finished_at"));
+        if (current)
             j->started_at = 0; /* its time is in the usage now */
     } else if (strcmp(type, "JobRequeued") == 0) {
         j->state = SJ_QUEUED;
