@@ -15,6 +15,8 @@
 #include <string.h>
 
 #define ID_MAX 64
+/* Most workers whose heartbeats are kept before their registration is read. */
+#define MAX_EARLY_BEATS 65536
 
 typedef enum sjob_state { SJ_SUBMITTED, SJ_QUEUED, SJ_ASSIGNED, SJ_RUNNING } sjob_state;
 
@@ -67,6 +69,7 @@ struct cstl_scheduler {
     cstl_strmap *jobs;    /* job id -> sjob */
     cstl_strmap *workers; /* worker id -> sworker */
     cstl_strmap *tenants; /* tenant id -> stenant */
+    cstl_strmap *beats;   /* worker id -> int64_t: last heartbeat of a worker not registered yet */
 };
 
 cstl_scheduler *cstl_scheduler_new(const cstl_scheduler_options *opts)
@@ -87,6 +90,7 @@ cstl_scheduler *cstl_scheduler_new(const cstl_scheduler_options *opts)
     s->jobs = cstl_strmap_new(free);
     s->workers = cstl_strmap_new(free);
     s->tenants = cstl_strmap_new(free);
+    s->beats = cstl_strmap_new(free);
     return s;
 }
 
@@ -97,6 +101,7 @@ void cstl_scheduler_free(cstl_scheduler *s)
     cstl_strmap_free(s->jobs);
     cstl_strmap_free(s->workers);
     cstl_strmap_free(s->tenants);
+    cstl_strmap_free(s->beats);
     free(s);
 }
 
@@ -273,6 +278,10 @@ static void worker_registered(cstl_scheduler *s, const char *tenant_id, const js
     int64_t at = num(d, "at");
     if (at > w->last_seen)
         w->last_seen = at;
+    int64_t *beat = cstl_strmap_take(s->beats, id);
+    if (beat != NULL && *beat > w->last_seen)
+        w->last_seen = *beat;
+    free(beat);
 }
 
 static void apply_fleet(cstl_scheduler *s, const char *type, const char *tenant_id, const json_t *d)
@@ -325,9 +334,26 @@ void cstl_scheduler_apply(cstl_scheduler *s,
 
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us)
 {
-    sworker *w = worker_id != NULL ? cstl_strmap_get(s->workers, worker_id) : NULL;
-    if (w != NULL && at_us > w->last_seen)
-        w->last_seen = at_us;
+    if (s == NULL || worker_id == NULL || *worker_id == '\0' || strlen(worker_id) > ID_MAX)
+        return;
+    sworker *w = cstl_strmap_get(s->workers, worker_id);
+    if (w != NULL) {
+        if (at_us > w->last_seen)
+            w->last_seen = at_us;
+        return;
+    }
+    /* The heartbeats and the fleet events are read side by side, in no set order between them: a
+     * heartbeat may come before the registration it follows (at start, the whole heartbeats
+     * topic may be read before the fleet events). It is kept until then. */
+    int64_t *beat = cstl_strmap_get(s->beats, worker_id);
+    if (beat == NULL) {
+        if (cstl_strmap_len(s->beats) >= MAX_EARLY_BEATS)
+            return;
+        beat = cstl_xcalloc(1, sizeof(*beat));
+        cstl_strmap_put(s->beats, worker_id, beat);
+    }
+    if (at_us > *beat)
+        *beat = at_us;
 }
 
 void cstl_scheduler_placement_failed(cstl_scheduler *s, const char *job_id)

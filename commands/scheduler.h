@@ -61,7 +61,8 @@ void cstl_scheduler_apply(cstl_scheduler *s,
                           const char *tenant_id,
                           const json_t *data);
 
-/* Records a heartbeat of worker_id at at_us (UTC microseconds); unknown workers are ignored. */
+/* Records a heartbeat of worker_id at at_us (UTC microseconds). The heartbeat of a worker whose
+ * registration has not been applied yet counts from when it is (the two are read side by side). */
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us);
 
 typedef struct cstl_sched_command {

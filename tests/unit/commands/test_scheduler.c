@@ -349,6 +349,31 @@ static void test_usage_cancelled_running_job_charged(void **state)
     cstl_scheduler_free(s);
 }
 
+/* The heartbeats and the fleet events are read side by side: at start the heartbeats topic may
+ * be read before the registrations. Heartbeats of a worker not registered yet were dropped, so a
+ * restarted scheduler counted its workers silent since they registered and marked them lost. */
+static void test_heartbeat_read_before_registration_keeps_worker_online(void **state)
+{
+    (void)state;
+    cstl_scheduler *s = cstl_scheduler_new(&(cstl_scheduler_options){.heartbeat_timeout_s = 30});
+    cstl_scheduler_heartbeat(s, "w1", 55 * S);
+    cstl_scheduler_heartbeat(s, "w1", 50 * S); /* an older one does not count */
+    worker(s, "w1", 2, 1 * S);
+    worker(s, "w2", 2, 1 * S);
+    job(s, "j1", T1, 2, 0, 2 * S);
+    cstl_sched_plan p = {0};
+    assert_int_equal(cstl_scheduler_plan(s, 80 * S, &p), 0);
+    assert_null(find(&p, "MarkWorkerLost", "w1"));
+    assert_non_null(find(&p, "MarkWorkerLost", "w2")); /* silent since it registered */
+    const cstl_sched_command *r = find(&p, "ReserveGpus", "w1");
+    assert_non_null(r);
+    cstl_sched_plan_clear(&p);
+    assert_int_equal(cstl_scheduler_plan(s, 86 * S, &p), 0);
+    assert_non_null(find(&p, "MarkWorkerLost", "w1")); /* 31 s after its last heartbeat */
+    cstl_sched_plan_clear(&p);
+    cstl_scheduler_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_fair_share_and_queue),
         cmocka_unit_test(test_usage_short_run_charged_its_time_not_billed_seconds),
         cmocka_unit_test(test_usage_cancelled_running_job_charged),
+        cmocka_unit_test(test_heartbeat_read_before_registration_keeps_worker_online),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
