@@ -13,8 +13,9 @@
 #   - No GPU is ever held by two jobs: GpusReserved / GpusReleased replayed in log order never
 #     take a GPU another job holds; the reservation intervals of a GPU, and the run intervals
 #     (RunStarted.started_at to RunFinished.finished_at) of the jobs assigned to it, are disjoint
-#     in time; every run lies within its GPUs' reservation; every reservation is released at the
-#     end; and every job printed (constellation.jobs.logs) the GPUs it was assigned.
+#     in time; every run lies within its GPUs' reservation; every reservation of the tenants' jobs
+#     is released at the end; and every job printed (constellation.jobs.logs) the GPUs it was
+#     assigned.
 #   - Fair share. A job is queued from its JobAdmitted to its JobAssigned. The window opens at the
 #     first instant at which every tenant has a job queued (before the scheduler starts, as every
 #     job is admitted by then) and closes at the first JobAssigned that leaves a tenant with none.
