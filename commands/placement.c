@@ -1,10 +1,10 @@
 /*
  * placement.c - the scheduler's placement decision (see placement.h for the policy).
  *
- * Two passes: the order (priorities, then a weighted fair-share interleaving of tenants, then age)
- * is fixed first and does not depend on what fits; then the jobs are walked in that order, each
- * either placed on the best-fitting worker, or reserving the worker it waits for, or blocked by the
- * first job that reserved one of its workers. Sizes are bounded by the input; the work is
+ * One pass: the jobs are ordered (priorities, then a weighted fair-share interleaving of tenants,
+ * then age) as they are decided, each either placed on the best-fitting worker, or reserving the
+ * worker it waits for, or blocked by the first job that reserved one of its workers. Only the jobs
+ * placed charge their tenant in the interleaving. Sizes are bounded by the input; the work is
  * O(jobs x (tenants + workers x GPUs)).
  */
 #include "commands/placement.h"
@@ -55,8 +55,9 @@ double cstl_place_decay(double usage_gpu_s, double elapsed_s, double half_life_s
 typedef struct share {
     const char *tenant_id;
     double weight;
-    double usage; /* recent usage plus what this round's order has charged it */
-    size_t given; /* jobs placed in the order so far (its tenant positions) */
+    double usage;   /* recent usage plus what this round's placements have charged it */
+    size_t given;   /* jobs placed in the order so far (its tenant positions) */
+    size_t waiting; /* order position + 1 of its job reserving a worker at this priority, or 0 */
 } share;
 
 typedef struct place_round {
@@ -145,56 +146,6 @@ static int by_priority_tenant_age(const void *a, const void *b, void *ctx)
     if (x->submitted_at != y->submitted_at)
         return x->submitted_at < y->submitted_at ? -1 : 1;
     return strcmp(x->job_id, y->job_id);
-}
-
-/* Fixes r->order: per priority level, repeatedly the job of the tenant furthest below its share. */
-static void make_order(place_round *r)
-{
-    const cstl_place_input *in = r->in;
-    size_t *sorted = cstl_xcalloc(in->njobs + 1, sizeof(*sorted));
-    for (size_t i = 0; i < in->njobs; i++)
-        sorted[i] = i;
-    qsort_r(sorted, in->njobs, sizeof(*sorted), by_priority_tenant_age, (void *)in->jobs);
-    /* per share: the next unordered job of the current level, as an index into sorted */
-    size_t *next = cstl_xcalloc(r->nshares + 1, sizeof(*next));
-    size_t *end = cstl_xcalloc(r->nshares + 1, sizeof(*end));
-    size_t n = 0;
-    for (size_t lo = 0; lo < in->njobs;) {
-        size_t hi = lo;
-        while (hi < in->njobs && in->jobs[sorted[hi]].priority == in->jobs[sorted[lo]].priority)
-            hi++;
-        for (size_t s = 0; s < r->nshares; s++)
-            next[s] = end[s] = 0;
-        /* within [lo, hi) each tenant's jobs are contiguous (sorted by tenant) */
-        for (size_t k = lo; k < hi; k++) {
-            size_t s = r->job_share[sorted[k]];
-            if (end[s] == 0)
-                next[s] = k;
-            end[s] = k + 1;
-        }
-        for (size_t left = hi - lo; left > 0; left--) {
-            size_t best = SIZE_MAX;
-            double best_u = 0;
-            for (size_t s = 0; s < r->nshares; s++) {
-                if (next[s] >= end[s])
-                    continue;
-                double u = r->shares[s].usage / r->shares[s].weight;
-                if (best == SIZE_MAX || u < best_u ||
-                    (u == best_u &&
-                     strcmp(r->shares[s].tenant_id, r->shares[best].tenant_id) < 0)) {
-                    best = s;
-                    best_u = u;
-                }
-            }
-            size_t j = sorted[next[best]++];
-            r->order[n++] = j;
-            r->shares[best].usage += (double)in->jobs[j].gpu_count * in->charge_s;
-        }
-        lo = hi;
-    }
-    free(end);
-    free(next);
-    free(sorted);
 }
 
 /* What the fleet offers j, free or not. */
@@ -381,8 +332,21 @@ static void decide_one(place_round *r, size_t pos, cstl_place_decision *d)
                  j->gpu_count == 1 ? "" : "s", in->workers[best].worker_id);
         return;
     }
+    size_t sh = r->job_share[ji];
+    if (wait != SIZE_MAX && r->shares[sh].waiting != 0) {
+        /* its tenant's first waiting job of this priority holds a reservation: this one waits
+         * behind it without taking a second worker from the others */
+        d->blocked_by = r->order[r->shares[sh].waiting - 1];
+        d->reason = CSTL_PLACE_EARLIER_JOBS;
+        snprintf(d->message, sizeof(d->message),
+                 "earlier job %s of the same tenant is next in line for GPUs; this one waits "
+                 "for GPUs that fit it to be free",
+                 in->jobs[d->blocked_by].job_id);
+        return;
+    }
     if (wait != SIZE_MAX) {
         r->reserved_by[wait] = pos + 1;
+        r->shares[sh].waiting = pos + 1;
         d->reason = CSTL_PLACE_WAITING_FOR_GPUS;
         snprintf(d->message, sizeof(d->message),
                  "next in line for %d GPU%s on worker %s, where %d %s free now", j->gpu_count,
@@ -412,6 +376,71 @@ static void decide_one(place_round *r, size_t pos, cstl_place_decision *d)
     }
 }
 
+/*
+ * Orders and decides every job into out: per priority level, repeatedly the oldest remaining job
+ * of the tenant furthest below its share. A job given GPUs charges its tenant gpu_count x
+ * charge_s for the rest of the round; a job that waits charges nothing, so its tenant's next
+ * jobs still come before those of tenants above their share and can take GPUs that are free now.
+ */
+static void place_in_order(place_round *r, cstl_place_decision *out)
+{
+    const cstl_place_input *in = r->in;
+    size_t *sorted = cstl_xcalloc(in->njobs + 1, sizeof(*sorted));
+    for (size_t i = 0; i < in->njobs; i++)
+        sorted[i] = i;
+    qsort_r(sorted, in->njobs, sizeof(*sorted), by_priority_tenant_age, (void *)in->jobs);
+    /* per share: the next undecided job of the current level, as an index into sorted */
+    size_t *next = cstl_xcalloc(r->nshares + 1, sizeof(*next));
+    size_t *end = cstl_xcalloc(r->nshares + 1, sizeof(*end));
+    size_t pos = 0;
+    for (size_t lo = 0; lo < in->njobs;) {
+        size_t hi = lo;
+        while (hi < in->njobs && in->jobs[sorted[hi]].priority == in->jobs[sorted[lo]].priority)
+            hi++;
+        for (size_t s = 0; s < r->nshares; s++)
+            next[s] = end[s] = r->shares[s].waiting = 0;
+        /* within [lo, hi) each tenant's jobs are contiguous (sorted by tenant) */
+        for (size_t k = lo; k < hi; k++) {
+            size_t s = r->job_share[sorted[k]];
+            if (end[s] == 0)
+                next[s] = k;
+            end[s] = k + 1;
+        }
+        for (size_t left = hi - lo; left > 0; left--) {
+            size_t best = SIZE_MAX;
+            double best_u = 0;
+            for (size_t s = 0; s < r->nshares; s++) {
+                if (next[s] >= end[s])
+                    continue;
+                double u = r->shares[s].usage / r->shares[s].weight;
+                if (best == SIZE_MAX || u < best_u ||
+                    (u == best_u &&
+                     strcmp(r->shares[s].tenant_id, r->shares[best].tenant_id) < 0)) {
+                    best = s;
+                    best_u = u;
+                }
+            }
+            size_t j = sorted[next[best]++];
+            cstl_place_decision *d = &out[pos];
+            memset(d, 0, sizeof(*d));
+            d->job = j;
+            d->position = pos + 1;
+            d->tenant_position = ++r->shares[best].given;
+            d->worker = SIZE_MAX;
+            d->blocked_by = SIZE_MAX;
+            r->order[pos] = j;
+            decide_one(r, pos, d);
+            if (d->reason == CSTL_PLACE_ASSIGNED)
+                r->shares[best].usage += (double)in->jobs[j].gpu_count * in->charge_s;
+            pos++;
+        }
+        lo = hi;
+    }
+    free(end);
+    free(next);
+    free(sorted);
+}
+
 int cstl_place(const cstl_place_input *in, cstl_place_decision *out)
 {
     if (validate(in) != 0 || (in->njobs > 0 && out == NULL))
@@ -430,17 +459,7 @@ int cstl_place(const cstl_place_input *in, cstl_place_decision *out)
     r.used = cstl_xcalloc(ngpus + 1, sizeof(*r.used));
     for (size_t i = 0; i < in->njobs; i++)
         r.job_share[i] = share_of(&r, in->jobs[i].tenant_id);
-    make_order(&r);
-    for (size_t pos = 0; pos < in->njobs; pos++) {
-        cstl_place_decision *d = &out[pos];
-        memset(d, 0, sizeof(*d));
-        d->job = r.order[pos];
-        d->position = pos + 1;
-        d->tenant_position = ++r.shares[r.job_share[d->job]].given;
-        d->worker = SIZE_MAX;
-        d->blocked_by = SIZE_MAX;
-        decide_one(&r, pos, d);
-    }
+    place_in_order(&r, out);
     free(r.used);
     free(r.reserved_by);
     free(r.gpu_base);

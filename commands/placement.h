@@ -5,9 +5,11 @@
  * and the reason it waits.
  *
  * Order: priority (highest first); within a priority, weighted fair share between tenants (the
- * tenant whose recent GPU-seconds divided by its weight is lowest goes next; each job it is given
- * in this round charges it gpu_count x charge_s, so tenants interleave in proportion to their
- * weights); within a tenant, age (submission time, then job id).
+ * tenant whose recent GPU-seconds divided by its weight is lowest goes next; each job placed in
+ * this round charges it gpu_count x charge_s, so tenants interleave in proportion to their
+ * weights; a job that waits charges nothing, so its tenant's next jobs, if they fit elsewhere, go
+ * before those of tenants above their share); within a tenant, age (submission time, then job
+ * id). The order is made as the jobs are decided.
  *
  * Fit: a job runs on one worker, on gpu_count GPUs that are online, not drained and not held, each
  * with at least min_gpu_memory_mib and of gpu_model when one is asked for. Among the workers where
@@ -17,9 +19,12 @@
  *
  * Reservation: a job that fits the fleet but not the free GPUs reserves, for the rest of the round,
  * the worker where it will fit first (most matching free GPUs, then lowest id): jobs after it in
- * the order do not take GPUs there, so smaller or younger jobs cannot starve it. A job that finds
- * its workers reserved waits for the first job that reserved one of them, and its reason says why
- * that job goes first (higher priority, tenant below its share, or an earlier job of its own).
+ * the order do not take GPUs there, so smaller or younger jobs cannot starve it. A tenant reserves
+ * at most one worker per priority: its later jobs that do not fit wait behind its first
+ * (EARLIER_JOBS) and leave the other workers to the other tenants, whose jobs take the GPUs free
+ * there. A job that finds its workers reserved waits for the first job that reserved one of them,
+ * and its reason says why that job goes first (higher priority, tenant below its share, or an
+ * earlier job of its own).
  *
  * No GPU is given to two jobs: GPUs held on input are never chosen, and a GPU chosen for one job is
  * held for the rest of the round.

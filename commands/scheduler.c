@@ -16,6 +16,8 @@
 #include <string.h>
 
 #define ID_MAX 64
+/* Most workers whose heartbeats are kept before their registration is read. */
+#define MAX_EARLY_BEATS 65536
 
 typedef enum sjob_state { SJ_SUBMITTED, SJ_QUEUED, SJ_ASSIGNED, SJ_RUNNING } sjob_state;
 
@@ -68,9 +70,8 @@ struct cstl_scheduler {
     cstl_scheduler_options o;
     cstl_strmap *jobs;     /* job id -> sjob */
     cstl_strmap *workers;  /* worker id -> sworker */
-    cstl_strmap *early;    /* worker id -> int64_t*: its last heartbeat read before its
-                              registration (two topics, read in no fixed order) */
     cstl_strmap *tenants;  /* tenant id -> stenant */
+    cstl_strmap *beats;    /* worker id -> int64_t: last heartbeat of a worker not registered yet */
     cstl_waiting *waiting; /* the pending reasons published */
 };
 
@@ -91,9 +92,9 @@ cstl_scheduler *cstl_scheduler_new(const cstl_scheduler_options *opts)
         s->o.inflight_s = 30;
     s->jobs = cstl_strmap_new(free);
     s->workers = cstl_strmap_new(free);
-    s->early = cstl_strmap_new(free);
     s->tenants = cstl_strmap_new(free);
     s->waiting = cstl_waiting_new(s->o.message_interval_s);
+    s->beats = cstl_strmap_new(free);
     return s;
 }
 
@@ -103,9 +104,9 @@ void cstl_scheduler_free(cstl_scheduler *s)
         return;
     cstl_strmap_free(s->jobs);
     cstl_strmap_free(s->workers);
-    cstl_strmap_free(s->early);
     cstl_strmap_free(s->tenants);
     cstl_waiting_free(s->waiting);
+    cstl_strmap_free(s->beats);
     free(s);
 }
 
@@ -178,6 +179,21 @@ static void charge(cstl_scheduler *s, const char *tenant_id, double gpu_s, int64
     t->usage += gpu_s;
 }
 
+/*
+ * The usage a finished run adds: its GPUs x the time from its RunStarted to its RunFinished, the
+ * measure its running time was counted in until then. The billed gpu_seconds are rounded up to
+ * whole seconds (a 0.2 s single-GPU run bills 1), which would charge tenants of short runs several
+ * times their use; they count only for a run whose start the state does not have (current: the
+ * RunFinished is of the job's current run).
+ */
+static double run_gpu_s(const sjob *j, bool current, const json_t *d)
+{
+    int64_t finished = num(d, "finished_at");
+    if (current && j->started_at > 0 && finished >= j->started_at)
+        return (double)(finished - j->started_at) / 1e6 * j->gpu_count;
+    return (double)num(d, "gpu_seconds");
+}
+
 static void apply_job(
     cstl_scheduler *s, const char *type, const char *tenant_id, int64_t version, const json_t *d)
 {
@@ -187,8 +203,13 @@ static void apply_job(
     }
     const char *id = str(d, "job_id");
     sjob *j = cstl_strmap_get(s->jobs, id);
-    if (j == NULL)
+    if (j == NULL) {
+        /* a cancelled or timed-out job's run reports after its job ended (and left the state):
+         * it still used the GPUs until then */
+        if (strcmp(type, "RunFinished") == 0 && *tenant_id != '\0')
+            charge(s, tenant_id, (double)num(d, "gpu_seconds"), num(d, "finished_at"));
         return;
+    }
     if (version > j->version)
         j->version = version;
     if (strcmp(type, "JobAdmitted") == 0) {
@@ -208,8 +229,9 @@ static void apply_job(
             j->started_at = num(d, "started_at");
         }
     } else if (strcmp(type, "RunFinished") == 0) {
-        charge(s, j->tenant_id, (double)num(d, "gpu_seconds"), num(d, "finished_at"));
-        if (strcmp(j->run_id, str(d, "run_id")) == 0)
+        bool current = strcmp(j->run_id, str(d, "run_id")) == 0;
+        charge(s, j->tenant_id, run_gpu_s(j, current, d), num(d, "finished_at"));
+        if (current)
             j->started_at = 0; /* its time is in the usage now */
     } else if (strcmp(type, "JobRequeued") == 0) {
         j->state = SJ_QUEUED;
@@ -266,10 +288,10 @@ static void worker_registered(cstl_scheduler *s, const char *tenant_id, const js
     int64_t at = num(d, "at");
     if (at > w->last_seen)
         w->last_seen = at;
-    const int64_t *early = cstl_strmap_get(s->early, id);
-    if (early != NULL && *early > w->last_seen)
-        w->last_seen = *early;
-    cstl_strmap_remove(s->early, id);
+    int64_t *beat = cstl_strmap_take(s->beats, id);
+    if (beat != NULL && *beat > w->last_seen)
+        w->last_seen = *beat;
+    free(beat);
 }
 
 static void apply_fleet(cstl_scheduler *s, const char *type, const char *tenant_id, const json_t *d)
@@ -323,7 +345,7 @@ void cstl_scheduler_apply(cstl_scheduler *s,
 
 void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t at_us)
 {
-    if (worker_id == NULL || *worker_id == '\0' || strlen(worker_id) > ID_MAX)
+    if (s == NULL || worker_id == NULL || *worker_id == '\0' || strlen(worker_id) > ID_MAX)
         return;
     sworker *w = cstl_strmap_get(s->workers, worker_id);
     if (w != NULL) {
@@ -331,15 +353,18 @@ void cstl_scheduler_heartbeat(cstl_scheduler *s, const char *worker_id, int64_t 
             w->last_seen = at_us;
         return;
     }
-    /* its registration is on the fleet events, maybe not read yet (at a start) */
-    int64_t *early = cstl_strmap_get(s->early, worker_id);
-    if (early == NULL) {
-        early = cstl_xmalloc(sizeof(*early));
-        *early = at_us;
-        cstl_strmap_put(s->early, worker_id, early);
-    } else if (at_us > *early) {
-        *early = at_us;
+    /* The heartbeats and the fleet events are read side by side, in no set order between them: a
+     * heartbeat may come before the registration it follows (at start, the whole heartbeats
+     * topic may be read before the fleet events). It is kept until then. */
+    int64_t *beat = cstl_strmap_get(s->beats, worker_id);
+    if (beat == NULL) {
+        if (cstl_strmap_len(s->beats) >= MAX_EARLY_BEATS)
+            return;
+        beat = cstl_xcalloc(1, sizeof(*beat));
+        cstl_strmap_put(s->beats, worker_id, beat);
     }
+    if (at_us > *beat)
+        *beat = at_us;
 }
 
 void cstl_scheduler_waiting_seen(cstl_scheduler *s, const json_t *record)

@@ -2,8 +2,9 @@
  * test_placement.c - the scheduler's placement: table cases from
  * tests/fixtures/placement/placement.json (fleet, tenants, jobs -> every decision in order), the
  * input limits, and properties over random rounds: no GPU given twice, never a held or drained
- * GPU, assigned GPUs qualify, the order respects priority and age, and a job waits only when it
- * could not have been placed on a worker nobody reserved.
+ * GPU, assigned GPUs qualify, the order respects priority and age, a job waits only when it
+ * could not have been placed on a worker nobody reserved, and a tenant reserves at most one worker
+ * per priority.
  */
 #include "commands/placement.h"
 #include "platform/error.h"
@@ -355,6 +356,22 @@ static void check_first_wait(const fixture *f, const cstl_place_decision *out)
     }
 }
 
+/* A tenant has at most one job waiting for GPUs (reserving a worker) per priority: its later jobs
+ * that do not fit wait behind it, leaving the other workers to the other tenants. */
+static void check_one_wait_per_tenant(const fixture *f, const cstl_place_decision *out)
+{
+    for (size_t k = 0; k < f->in.njobs; k++) {
+        if (out[k].reason != CSTL_PLACE_WAITING_FOR_GPUS)
+            continue;
+        const cstl_place_job *j = &f->jobs[out[k].job];
+        for (size_t e = k + 1; e < f->in.njobs; e++) {
+            const cstl_place_job *o = &f->jobs[out[e].job];
+            if (strcmp(o->tenant_id, j->tenant_id) == 0 && o->priority == j->priority)
+                assert_int_not_equal(out[e].reason, CSTL_PLACE_WAITING_FOR_GPUS);
+        }
+    }
+}
+
 static void test_random_rounds(void **state)
 {
     (void)state;
@@ -366,6 +383,7 @@ static void test_random_rounds(void **state)
         assert_int_equal(cstl_place(&f.in, out), 0);
         check_order_and_gpus(&f, out);
         check_first_wait(&f, out);
+        check_one_wait_per_tenant(&f, out);
     }
 }
 

@@ -396,6 +396,80 @@ static void test_pending_reasons_published(void **state)
     cstl_scheduler_free(s);
 }
 
+/* Places job_id on the fleet and starts its run at started_at; returns its run id in run_id. */
+static void run_job(cstl_scheduler *s, const char *job_id, int64_t started_at, char run_id[64])
+{
+    cstl_sched_plan p = {0};
+    cstl_scheduler_plan(s, started_at, &p);
+    accept_placement(s, &p, job_id);
+    const cstl_sched_command *a = find(&p, "AssignJob", job_id);
+    assert_non_null(a);
+    snprintf(run_id, 64, "%s", json_string_value(json_object_get(a->payload, "run_id")));
+    ev(s, "jobs", "RunStarted", a->tenant_id,
+       json_pack("{s:s,s:s,s:s,s:I}", "job_id", job_id, "run_id", run_id, "worker_id",
+                 json_string_value(json_object_get(a->payload, "worker_id")), "started_at",
+                 (json_int_t)started_at));
+    cstl_sched_plan_clear(&p);
+}
+
+static json_t *run_finished(const char *job_id,
+                            const char *run_id,
+                            const char *outcome,
+                            int64_t finished_at,
+                            int64_t gpu_seconds)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:n,s:n,s:I,s:I}", "job_id", job_id, "run_id", run_id,
+                     "worker_id", "w1", "outcome", outcome, "exit_code", "failure_reason",
+                     "finished_at", (json_int_t)finished_at, "gpu_seconds",
+                     (json_int_t)gpu_seconds);
+}
+
+/* A finished run was charged its billed gpu_seconds, rounded up to whole seconds: a 0.25 s run of
+ * 2 GPUs counted 1 GPU-second instead of 0.5, so tenants of short runs got less than their share.
+ * It is charged its measured time, as it was counted while it ran. */
+static void test_usage_short_run_charged_its_time_not_billed_seconds(void **state)
+{
+    (void)state;
+    cstl_scheduler *s = cstl_scheduler_new(&(cstl_scheduler_options){.half_life_s = 1e9});
+    worker(s, "w1", 4, 1 * S);
+    cstl_scheduler_heartbeat(s, "w1", 9 * S);
+    job(s, "j1", T1, 2, 0, 2 * S);
+    char run_id[64];
+    run_job(s, "j1", 10 * S, run_id);
+    double running = cstl_scheduler_usage(s, T1, 10 * S + S / 4);
+    assert_true(running > 0.499 && running < 0.501);
+    ev(s, "jobs", "RunFinished", T1, run_finished("j1", run_id, "SUCCEEDED", 10 * S + S / 4, 1));
+    ev(s, "jobs", "JobSucceeded", T1, json_pack("{s:s}", "job_id", "j1"));
+    double finished = cstl_scheduler_usage(s, T1, 10 * S + S / 4);
+    assert_true(finished > 0.499 && finished < 0.501);
+    /* a run whose start the state never saw is charged what was billed */
+    job(s, "j2", T2, 1, 0, 3 * S);
+    ev(s, "jobs", "RunFinished", T2, run_finished("j2", "r-unseen", "FAILED", 11 * S, 3));
+    double billed = cstl_scheduler_usage(s, T2, 11 * S);
+    assert_true(billed > 2.999 && billed < 3.001);
+    cstl_scheduler_free(s);
+}
+
+/* A running job that was cancelled left the state at JobCancelled, so the RunFinished its worker
+ * reports afterwards was ignored and its GPU time was never charged to the tenant. */
+static void test_usage_cancelled_running_job_charged(void **state)
+{
+    (void)state;
+    cstl_scheduler *s = cstl_scheduler_new(&(cstl_scheduler_options){.half_life_s = 1e9});
+    worker(s, "w1", 4, 1 * S);
+    cstl_scheduler_heartbeat(s, "w1", 9 * S);
+    job(s, "j1", T1, 2, 0, 2 * S);
+    char run_id[64];
+    run_job(s, "j1", 10 * S, run_id);
+    ev(s, "jobs", "JobCancelled", T1,
+       json_pack("{s:s,s:s,s:s,s:I}", "job_id", "j1", "reason", "USER", "cancelled_by", "u", "at",
+                 (json_int_t)(15 * S)));
+    ev(s, "jobs", "RunFinished", T1, run_finished("j1", run_id, "CANCELLED", 16 * S, 12));
+    double u = cstl_scheduler_usage(s, T1, 16 * S);
+    assert_true(u > 11.999 && u < 12.001);
+    cstl_scheduler_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +479,8 @@ int main(void)
         cmocka_unit_test(test_fair_share_and_queue),
         cmocka_unit_test(test_pending_reasons_published),
         cmocka_unit_test(test_heartbeats_read_before_registration_count),
+        cmocka_unit_test(test_usage_short_run_charged_its_time_not_billed_seconds),
+        cmocka_unit_test(test_usage_cancelled_running_job_charged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
