@@ -66,35 +66,9 @@ cstl_admission_runner *cstl_admission_runner_new(const cstl_admission_runner_opt
     return r;
 }
 
-/* Sends one decision, retrying with backoff until it is appended or the runner stops. */
-static void send_decision(cstl_admission_runner *r, const cstl_admission_decision *d)
+/* Counts and logs a decision that is in the log. */
+static void decided(cstl_admission_runner *r, const cstl_admission_decision *d)
 {
-    char key[80], command_id[37];
-    snprintf(key, sizeof(key), "admission:%s", d->job_id);
-    cstl_cmd_id_from_key(d->tenant_id, key, command_id);
-    cstl_cmd_request req = {.context = "jobs",
-                            .command_type = d->command_type,
-                            .command_id = command_id,
-                            .tenant_id = d->tenant_id,
-                            .aggregate_id = d->job_id,
-                            .expected_version = -1,
-                            .issued_by = "admission",
-                            .payload = d->payload,
-                            .want_reply = 0};
-    for (int attempt = 0; !atomic_load(&r->stop); attempt++) {
-        cstl_error err;
-        int rc = cstl_cmd_client_send(r->client, &req, 0, NULL, &err);
-        if (rc == 0 || rc == CSTL_ETIMEDOUT)
-            break;
-        if (!cstl_error_is_retriable(rc)) {
-            cstl_log_error("admission", &err, "cannot send %s for job %s", d->command_type,
-                           d->job_id);
-            return;
-        }
-        int ms = attempt < 6 ? 100 << attempt : 5000;
-        struct timespec pause = {ms / 1000, (long)(ms % 1000) * 1000000L};
-        nanosleep(&pause, NULL);
-    }
     const char *reason = json_string_value(json_object_get(d->payload, "reason"));
     if (r->decisions != NULL) {
         const char *values[] = {d->command_type, reason ? reason : "", NULL};
@@ -106,18 +80,81 @@ static void send_decision(cstl_admission_runner *r, const cstl_admission_decisio
                     "job decided");
 }
 
+/*
+ * Sends the n decisions together (they share the handler's batches instead of a round trip each),
+ * retrying those that could not be appended with backoff until they are or the runner stops. Each
+ * command id is derived from the job, so a decision sent twice is answered as a duplicate.
+ */
+static void send_decisions(cstl_admission_runner *r, cstl_admission_decision *d, size_t n)
+{
+    cstl_cmd_request *reqs = cstl_xcalloc(n, sizeof(*reqs));
+    cstl_cmd_result *res = cstl_xcalloc(n, sizeof(*res));
+    char(*ids)[37] = cstl_xcalloc(n, sizeof(*ids));
+    size_t *which = cstl_xcalloc(n, sizeof(*which)), left = n;
+    for (size_t i = 0; i < n; i++) {
+        char key[80];
+        snprintf(key, sizeof(key), "admission:%s", d[i].job_id);
+        cstl_cmd_id_from_key(d[i].tenant_id, key, ids[i]);
+        which[i] = i;
+    }
+    for (int attempt = 0; left > 0 && !atomic_load(&r->stop); attempt++) {
+        for (size_t k = 0; k < left; k++) {
+            const cstl_admission_decision *x = &d[which[k]];
+            reqs[k] = (cstl_cmd_request){.context = "jobs",
+                                         .command_type = x->command_type,
+                                         .command_id = ids[which[k]],
+                                         .tenant_id = x->tenant_id,
+                                         .aggregate_id = x->job_id,
+                                         .expected_version = -1,
+                                         .issued_by = "admission",
+                                         .payload = x->payload,
+                                         .want_reply = 0};
+        }
+        cstl_cmd_client_send_batch(r->client, reqs, left, 0, res);
+        size_t again = 0;
+        for (size_t k = 0; k < left; k++) {
+            const cstl_admission_decision *x = &d[which[k]];
+            int rc = res[k].rc;
+            if (rc == 0 || rc == CSTL_ETIMEDOUT) {
+                decided(r, x);
+            } else if (!cstl_error_is_retriable(rc)) {
+                cstl_log_error("admission", &res[k].err, "cannot send %s for job %s",
+                               x->command_type, x->job_id);
+            } else {
+                which[again++] = which[k];
+            }
+        }
+        left = again;
+        if (left > 0) {
+            int ms = attempt < 6 ? 100 << attempt : 5000;
+            struct timespec pause = {ms / 1000, (long)(ms % 1000) * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+    }
+    free(reqs);
+    free(res);
+    free(ids);
+    free(which);
+}
+
 static void decide_all(cstl_admission_runner *r, json_t *job_ids)
 {
+    size_t n = json_array_size(job_ids), nd = 0;
+    if (n == 0)
+        return;
+    cstl_admission_decision *d = cstl_xcalloc(n, sizeof(*d));
     size_t i;
     json_t *id;
     json_array_foreach(job_ids, i, id)
     {
-        cstl_admission_decision d;
-        if (cstl_admission_decide(r->state, json_string_value(id), &d) != 0)
-            continue; /* decided meanwhile, or not a job admission knows */
-        send_decision(r, &d);
-        json_decref(d.payload);
+        if (cstl_admission_decide(r->state, json_string_value(id), &d[nd]) == 0)
+            nd++; /* else decided meanwhile, or not a job admission knows */
     }
+    if (nd > 0)
+        send_decisions(r, d, nd);
+    for (size_t k = 0; k < nd; k++)
+        json_decref(d[k].payload);
+    free(d);
 }
 
 int cstl_admission_runner_run(cstl_admission_runner *r, cstl_error *err)

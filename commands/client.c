@@ -707,28 +707,70 @@ out:
     return rc;
 }
 
-/* The synchronous send: waits on its own condition variable for the asynchronous completion. */
-typedef struct sync_send {
+/* A batch waiting for its outcomes: one lock and condition for all of its commands. */
+typedef struct batch_wait {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int finished;
-    int rc;
-    cstl_cmd_reply reply;
-    cstl_error err;
-} sync_send;
+    size_t pending;
+} batch_wait;
 
-static void sync_done(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
+typedef struct batch_slot {
+    batch_wait *wait;
+    cstl_cmd_result *result;
+} batch_slot;
+
+static void batch_done(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
 {
-    sync_send *s = ud;
-    pthread_mutex_lock(&s->lock);
-    s->rc = rc;
+    batch_slot *slot = ud;
+    batch_wait *b = slot->wait;
+    pthread_mutex_lock(&b->lock);
+    slot->result->rc = rc;
+    slot->result->has_reply = reply != NULL;
     if (reply != NULL)
-        s->reply = *reply;
+        slot->result->reply = *reply;
     if (err != NULL)
-        s->err = *err;
-    s->finished = 1;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+        slot->result->err = *err;
+    b->pending--;
+    if (b->pending == 0)
+        pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+}
+
+void cstl_cmd_client_send_batch(cstl_cmd_client *c,
+                                const cstl_cmd_request *reqs,
+                                size_t n,
+                                int wait_ms,
+                                cstl_cmd_result *results)
+{
+    batch_wait b = {.pending = 0};
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.cond, NULL);
+    batch_slot one, *slots = n == 1 ? &one : cstl_xcalloc(n, sizeof(*slots));
+    for (size_t i = 0; i < n; i++) {
+        results[i] = (cstl_cmd_result){.rc = 0};
+        slots[i] = (batch_slot){&b, &results[i]};
+        pthread_mutex_lock(&b.lock);
+        b.pending++;
+        pthread_mutex_unlock(&b.lock);
+        int rc = cstl_cmd_client_send_async(c, &reqs[i], wait_ms, batch_done, &slots[i],
+                                            &results[i].err);
+        if (rc != 0) { /* not queued: done is never called */
+            pthread_mutex_lock(&b.lock);
+            results[i].rc = rc;
+            b.pending--;
+            pthread_mutex_unlock(&b.lock);
+        }
+    }
+    /* Bounded: each delivery report comes within the producer's message timeout, each reply or
+     * its timeout within wait_ms after it. */
+    pthread_mutex_lock(&b.lock);
+    while (b.pending > 0)
+        pthread_cond_wait(&b.cond, &b.lock);
+    pthread_mutex_unlock(&b.lock);
+    pthread_cond_destroy(&b.cond);
+    pthread_mutex_destroy(&b.lock);
+    if (slots != &one)
+        free(slots);
 }
 
 int cstl_cmd_client_send(cstl_cmd_client *c,
@@ -737,26 +779,13 @@ int cstl_cmd_client_send(cstl_cmd_client *c,
                          cstl_cmd_reply *reply,
                          cstl_error *err)
 {
-    sync_send s = {0};
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
-    int rc = cstl_cmd_client_send_async(c, req, wait_ms, sync_done, &s, err);
-    if (rc == 0) {
-        /* Bounded: the delivery report comes within the producer's message timeout, the reply or
-         * the timeout within wait_ms after it. */
-        pthread_mutex_lock(&s.lock);
-        while (!s.finished)
-            pthread_cond_wait(&s.cond, &s.lock);
-        pthread_mutex_unlock(&s.lock);
-        rc = s.rc;
-        if (rc == 0 && reply != NULL && req->want_reply)
-            *reply = s.reply;
-        if (rc != 0 && err != NULL)
-            *err = s.err;
-    }
-    pthread_cond_destroy(&s.cond);
-    pthread_mutex_destroy(&s.lock);
-    return rc;
+    cstl_cmd_result r;
+    cstl_cmd_client_send_batch(c, req, 1, wait_ms, &r);
+    if (r.rc == 0 && reply != NULL && req->want_reply)
+        *reply = r.reply;
+    if (r.rc != 0 && err != NULL)
+        *err = r.err;
+    return r.rc;
 }
 
 int cstl_cmd_client_lookup(cstl_cmd_client *c, const char *command_id, cstl_cmd_reply *reply)

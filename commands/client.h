@@ -19,6 +19,8 @@
 
 #include <jansson.h>
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct cstl_cmd_client cstl_cmd_client;
@@ -99,6 +101,25 @@ int cstl_cmd_client_send_async(cstl_cmd_client *c,
                                cstl_cmd_done_fn done,
                                void *ud,
                                cstl_error *err);
+
+/* The outcome of one command of cstl_cmd_client_send_batch. */
+typedef struct cstl_cmd_result {
+    int rc;         /* as cstl_cmd_client_send returns */
+    bool has_reply; /* reply is set (rc 0 and the request wanted one) */
+    cstl_cmd_reply reply;
+    cstl_error err; /* when rc != 0 */
+} cstl_cmd_result;
+
+/*
+ * Sends the n requests at once (cstl_cmd_client_send_async each) and waits until every one has its
+ * outcome in results[i] (n of them), so commands decided together share the handlers' batches
+ * instead of paying a round trip each. A request that could not be queued has its rc at once.
+ */
+void cstl_cmd_client_send_batch(cstl_cmd_client *c,
+                                const cstl_cmd_request *reqs,
+                                size_t n,
+                                int wait_ms,
+                                cstl_cmd_result *results);
 
 /*
  * Validates and sends req, then waits up to wait_ms for its reply (when req->want_reply): the

@@ -160,35 +160,11 @@ static void trim_sent(cstl_scheduler_runner *r, int64_t now)
 /* One command of a batch and its outcome. */
 typedef struct outcome {
     const cstl_sched_command *cmd;
-    int rc; /* cstl_cmd_done_fn's rc */
+    int rc; /* cstl_cmd_result's rc */
     bool has_reply;
     cstl_cmd_reply reply;
     cstl_error err;
-    struct batch *batch;
 } outcome;
-
-/* Commands sent together; the sender waits until every outcome is in. */
-typedef struct batch {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    size_t pending;
-} batch;
-
-static void on_outcome(void *ud, int rc, const cstl_cmd_reply *reply, const cstl_error *err)
-{
-    outcome *o = ud;
-    batch *b = o->batch;
-    pthread_mutex_lock(&b->lock);
-    o->rc = rc;
-    o->has_reply = reply != NULL;
-    if (reply != NULL)
-        o->reply = *reply;
-    if (err != NULL)
-        o->err = *err;
-    b->pending--;
-    pthread_cond_signal(&b->cond);
-    pthread_mutex_unlock(&b->lock);
-}
 
 /*
  * Sends the n commands of out at once (each out[i].cmd set) and waits for all their outcomes, so
@@ -199,43 +175,35 @@ static void on_outcome(void *ud, int rc, const cstl_cmd_reply *reply, const cstl
  */
 static void send_batch(cstl_scheduler_runner *r, outcome *out, size_t n, bool want_reply)
 {
-    batch b = {.pending = 0};
-    pthread_mutex_init(&b.lock, NULL);
-    pthread_cond_init(&b.cond, NULL);
+    if (n == 0)
+        return;
+    cstl_cmd_request *reqs = cstl_xcalloc(n, sizeof(*reqs));
+    cstl_cmd_result *results = cstl_xcalloc(n, sizeof(*results));
     for (size_t i = 0; i < n; i++) {
         const cstl_sched_command *c = out[i].cmd;
-        out[i].batch = &b;
-        cstl_cmd_request req = {.context = c->context,
-                                .command_type = c->type,
-                                .command_id = c->command_id,
-                                .tenant_id = c->tenant_id,
-                                .aggregate_id = c->aggregate_id,
-                                .expected_version = -1,
-                                .issued_by = "scheduler",
-                                .payload = c->payload,
-                                .want_reply = want_reply};
-        pthread_mutex_lock(&b.lock);
-        b.pending++;
-        pthread_mutex_unlock(&b.lock);
-        int rc = cstl_cmd_client_send_async(r->client, &req, r->timeout_ms, on_outcome, &out[i],
-                                            &out[i].err);
-        if (rc != 0) { /* not queued: done is never called */
-            pthread_mutex_lock(&b.lock);
-            out[i].rc = rc;
-            b.pending--;
-            pthread_mutex_unlock(&b.lock);
-        }
+        reqs[i] = (cstl_cmd_request){.context = c->context,
+                                     .command_type = c->type,
+                                     .command_id = c->command_id,
+                                     .tenant_id = c->tenant_id,
+                                     .aggregate_id = c->aggregate_id,
+                                     .expected_version = -1,
+                                     .issued_by = "scheduler",
+                                     .payload = c->payload,
+                                     .want_reply = want_reply};
         int64_t *at = cstl_xmalloc(sizeof(*at));
         *at = wall_us();
         cstl_strmap_remove(r->sent, c->command_id);
         cstl_strmap_put(r->sent, c->command_id, at);
     }
-    pthread_mutex_lock(&b.lock);
-    while (b.pending > 0)
-        pthread_cond_wait(&b.cond, &b.lock);
-    pthread_mutex_unlock(&b.lock);
-    pthread_cond_destroy(&b.cond);
-    pthread_mutex_destroy(&b.lock);
+    cstl_cmd_client_send_batch(r->client, reqs, n, r->timeout_ms, results);
+    for (size_t i = 0; i < n; i++) {
+        out[i].rc = results[i].rc;
+        out[i].has_reply = results[i].has_reply;
+        out[i].reply = results[i].reply;
+        out[i].err = results[i].err;
+    }
+    free(reqs);
+    free(results);
     for (size_t i = 0; i < n; i++) {
         outcome *o = &out[i];
         const cstl_sched_command *c = o->cmd;
