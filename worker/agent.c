@@ -636,6 +636,7 @@ cstl_worker *cstl_worker_new(const cstl_worker_options *opts, cstl_error *err)
         cstl_worker_free(w);
         return NULL;
     }
+    w->nlanes = w->n_gpus > REPORT_LANES_MIN ? w->n_gpus : REPORT_LANES_MIN;
     metrics_setup(w, o->metrics);
     return w;
 }

@@ -2,10 +2,10 @@
  * agent_api.c - the worker agent's side of the command API: registration (again whenever the
  * worker was marked lost or the API does not know it), heartbeats every heartbeat_s with the GPUs'
  * telemetry, and the run reports, each with an Idempotency-Key, so a report retried after a lost
- * answer, or by a restarted worker, is answered as a duplicate. Reports go out on REPORT_LANES
- * threads once the worker is registered; all the reports of one run take the same lane, one at a
- * time in the order they were queued (StartRun before FinishRun), so runs that end together are
- * reported together instead of each waiting for the previous one's answer.
+ * answer, or by a restarted worker, is answered as a duplicate. Reports go out on one thread per
+ * GPU (at least REPORT_LANES_MIN) once the worker is registered; all the reports of one run take
+ * the same lane, one at a time in the order they were queued (StartRun before FinishRun), so runs
+ * that end together are reported together instead of each waiting for the previous one's answer.
  *
  * Retries: the API down or answering 5xx, 202 (no outcome yet) or 401 (it is still reading its
  * keys after a restart) is retried with backoff from 200 ms to 5 s, for as long as it takes; 404
@@ -37,13 +37,13 @@ static int64_t mono_ms(void)
 }
 
 /* The lane of a report: by its run (the key is "start:<run>" / "finish:<run>"). */
-static int lane_of(const char *key)
+static int lane_of(const char *key, int nlanes)
 {
     const char *run = strchr(key, ':');
     uint32_t h = 2166136261u; /* FNV-1a */
     for (const char *p = run != NULL ? run + 1 : key; *p != '\0'; p++)
         h = (h ^ (uint8_t)*p) * 16777619u;
-    return (int)(h % REPORT_LANES);
+    return (int)(h % (uint32_t)nlanes);
 }
 
 void agent_report(cstl_worker *w, const char *what, const char *path, const char *key, json_t *body)
@@ -56,7 +56,7 @@ void agent_report(cstl_worker *w, const char *what, const char *path, const char
     json_decref(body);
     if (r->body == NULL)
         cstl_panic("out of memory for a report");
-    report_lane *l = &w->lanes[lane_of(key)];
+    report_lane *l = &w->lanes[lane_of(key, w->nlanes)];
     pthread_mutex_lock(&w->mu);
     if (l->tail != NULL)
         l->tail->next = r;
@@ -71,7 +71,7 @@ bool agent_reports_pending(cstl_worker *w)
 {
     bool pending = false;
     pthread_mutex_lock(&w->mu);
-    for (int i = 0; i < REPORT_LANES; i++)
+    for (int i = 0; i < w->nlanes; i++)
         pending = pending || w->lanes[i].head != NULL;
     pthread_mutex_unlock(&w->mu);
     return pending;
@@ -304,7 +304,7 @@ static void *lane_main(void *arg)
 
 int agent_lanes_start(cstl_worker *w)
 {
-    for (int i = 0; i < REPORT_LANES; i++) {
+    for (int i = 0; i < w->nlanes; i++) {
         w->lanes[i].w = w;
         if (pthread_create(&w->lanes[i].thread, NULL, lane_main, &w->lanes[i]) != 0) {
             atomic_store(&w->api_stop, true);
@@ -321,7 +321,7 @@ void agent_lanes_stop(cstl_worker *w)
     pthread_mutex_lock(&w->mu);
     pthread_cond_broadcast(&w->report_wake);
     pthread_mutex_unlock(&w->mu);
-    for (int i = 0; i < REPORT_LANES; i++) {
+    for (int i = 0; i < w->nlanes; i++) {
         report_lane *l = &w->lanes[i];
         if (l->started)
             pthread_join(l->thread, NULL);

@@ -52,9 +52,11 @@ typedef struct run_slot {
     atomic_bool done;
 } run_slot;
 
-/* Reports go out on REPORT_LANES threads; the reports of one run always take the same lane, so
- * its StartRun goes before its FinishRun, while runs ending together do not wait for each other. */
-#define REPORT_LANES 8
+/* Reports go out on one thread (lane) per GPU, at least REPORT_LANES_MIN; the reports of one run
+ * always take the same lane, so its StartRun goes before its FinishRun, while runs ending together
+ * do not wait for each other. */
+#define REPORT_LANES_MIN 8
+#define REPORT_LANES_MAX CSTL_GPU_MAX
 
 /* A report waiting to be sent, in order. */
 typedef struct report {
@@ -92,7 +94,8 @@ struct cstl_worker {
     json_t *mine; /* job id -> {"run", "gpus", "started", "launched", "ended": "" | outcome} */
     run_slot *runs;
     pthread_cond_t report_wake; /* the report lanes wait on it */
-    report_lane lanes[REPORT_LANES];
+    report_lane lanes[REPORT_LANES_MAX];
+    int nlanes;
     bool need_register;
 
     atomic_bool registered;
