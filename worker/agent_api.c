@@ -77,8 +77,8 @@ bool agent_reports_pending(cstl_worker *w)
     return pending;
 }
 
-/* Waits up to ms on the condition (or until stop); true when the API thread should stop. */
-static bool api_sleep(cstl_worker *w, int ms)
+/* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline_in(int ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -88,6 +88,13 @@ static bool api_sleep(cstl_worker *w, int ms)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
+    return until;
+}
+
+/* Waits up to ms on the condition (or until stop); true when the API thread should stop. */
+static bool api_sleep(cstl_worker *w, int ms)
+{
+    struct timespec until = deadline_in(ms);
     pthread_mutex_lock(&w->mu);
     if (!atomic_load(&w->api_stop))
         pthread_cond_timedwait(&w->wake, &w->mu, &until);
@@ -243,16 +250,7 @@ static bool send_report(cstl_worker *w, report *r, int64_t first_try_ms)
  * worker is registered; false when the lanes should stop. */
 static bool lane_wait(cstl_worker *w, const report_lane *l, int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    if (ms > 0) {
-        until.tv_sec += ms / 1000;
-        until.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec until = deadline_in(ms > 0 ? ms : 0);
     pthread_mutex_lock(&w->mu);
     while (ms > 0 && !atomic_load(&w->api_stop) &&
            pthread_cond_timedwait(&w->report_wake, &w->mu, &until) == 0) {

@@ -130,3 +130,32 @@ wait_key() { # the views have the key once an authenticated lookup answers 404, 
     done
     fail "api key never authenticated (last $code)"
 }
+# ready_addr LOG WHAT: a service's address from its log ("listening"), printed once its /readyz
+# answers 200 (up to a minute: the sanitized build starts slowly)
+ready_addr() {
+    local a=""
+    for _ in $(seq 1 150); do
+        a=$(jq -r 'select(.msg == "listening") | .addr' "$1" 2>/dev/null | head -1)
+        [ -n "$a" ] && break
+        sleep 0.1
+    done
+    [ -n "$a" ] || fail "$2 did not log its address: $(tail -3 "$1")"
+    for _ in $(seq 1 600); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$a/readyz")" = 200 ] && { echo "$a"; return 0; }
+        sleep 0.1
+    done
+    fail "$2 never became ready: $(grep -v '"component":"kafka"' "$1" | tail -5)"
+}
+# stop_fleet: SIGTERM to each worker of the associative array wpid (name -> pid) and then to the
+# scheduler ($sched_pid); each must exit 0
+stop_fleet() {
+    local n
+    for n in "${!wpid[@]}"; do
+        kill -TERM "${wpid[$n]}"
+        wait "${wpid[$n]}" || fail "worker $n exited $? after SIGTERM"
+        unset "wpid[$n]"
+    done
+    kill -TERM "$sched_pid"
+    wait "$sched_pid" || fail "the scheduler exited $? after SIGTERM"
+    sched_pid=""
+}

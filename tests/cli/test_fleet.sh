@@ -85,21 +85,6 @@ for i in 0 1 2; do
     wait_key "${key[$i]}"
 done
 
-# a service's address from its log (listening), once its /readyz answers 200
-ready_addr() { # ready_addr LOG WHAT
-    local a=""
-    for _ in $(seq 1 150); do
-        a=$(jq -r 'select(.msg == "listening") | .addr' "$1" 2>/dev/null | head -1)
-        [ -n "$a" ] && break
-        sleep 0.1
-    done
-    [ -n "$a" ] || fail "$2 did not log its address"
-    for _ in $(seq 1 600); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$a/readyz")" = 200 ] && { echo "$a"; return 0; }
-        sleep 0.1
-    done
-    fail "$2 never became ready"
-}
 start_worker() { # start_worker NAME FAKE_GPU_SPEC
     : >"$work/worker-$1.log"
     CONSTELLATION_WORKER_HOSTNAME="$model-$1" "$bin" worker --fake-gpus "$2" \
@@ -220,13 +205,6 @@ if [ "$status" != 0 ]; then
     fail "the event log breaks the fleet's promises"
 fi
 
-for n in "${!wpid[@]}"; do
-    kill -TERM "${wpid[$n]}"
-    wait "${wpid[$n]}" || fail "worker $n exited $? after SIGTERM"
-    unset "wpid[$n]"
-done
-kill -TERM "$sched_pid"
-wait "$sched_pid" || fail "the scheduler exited $? after SIGTERM"
-sched_pid=""
+stop_fleet
 stop_service
 echo "fleet: passed in $((SECONDS - t_start)) s"

@@ -36,21 +36,6 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# a service's address from its log (listening), once its /readyz answers 200
-ready_addr() { # ready_addr LOG WHAT
-    local a=""
-    for _ in $(seq 1 150); do
-        a=$(jq -r 'select(.msg == "listening") | .addr' "$1" 2>/dev/null | head -1)
-        [ -n "$a" ] && break
-        sleep 0.1
-    done
-    [ -n "$a" ] || fail "$2 did not log its address: $(tail -3 "$1")"
-    for _ in $(seq 1 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$a/readyz")" = 200 ] && { echo "$a"; return 0; }
-        sleep 0.1
-    done
-    fail "$2 never became ready: $(grep -v '"component":"kafka"' "$1" | tail -5)"
-}
 start() { # start NAME ARGS...: runs `constellation ARGS` logging to $work/NAME.log
     local name=$1
     shift

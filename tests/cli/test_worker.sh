@@ -50,21 +50,6 @@ CONSTELLATION_WORKER_TOKEN=$(jq -r .api_key "$work/body")
 wait_key "$CONSTELLATION_WORKER_TOKEN"
 export CONSTELLATION_WORKER_API_URL="http://$addr"
 
-# a worker's service address from its log (listening), then its /readyz
-ready_addr() { # ready_addr LOG WHAT
-    local a=""
-    for _ in $(seq 1 150); do
-        a=$(jq -r 'select(.msg == "listening") | .addr' "$1" 2>/dev/null | head -1)
-        [ -n "$a" ] && break
-        sleep 0.1
-    done
-    [ -n "$a" ] || fail "$2 did not log its address: $(tail -3 "$1")"
-    for _ in $(seq 1 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$a/readyz")" = 200 ] && { echo "$a"; return 0; }
-        sleep 0.1
-    done
-    fail "$2 never became ready: $(grep -v '"component":"kafka"' "$1" | tail -5)"
-}
 start_worker() { # start_worker NAME: 2 fake GPUs of the test's model
     : >"$work/worker-$1.log"
     CONSTELLATION_WORKER_HOSTNAME="$model-$1" "$bin" worker --fake-gpus "2x$model:81920" \
@@ -180,12 +165,5 @@ kill -0 -- "-$(cat "$work/pid-lost")" 2>/dev/null && fail "the killed worker's j
 grep -q '"job started"' "$work/worker-b.log" || fail "worker b did not run the requeued job"
 echo "worker: a killed worker's job was requeued and finished by the other worker"
 
-for n in "${!wpid[@]}"; do
-    kill -TERM "${wpid[$n]}"
-    wait "${wpid[$n]}" || fail "worker $n exited $? after SIGTERM"
-    unset "wpid[$n]"
-done
-kill -TERM "$sched_pid"
-wait "$sched_pid" || fail "the scheduler exited $? after SIGTERM"
-sched_pid=""
+stop_fleet
 stop_service
