@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -195,6 +196,41 @@ static void test_migrate_embedded_twice(void **state)
                                       "'pg_class') IS NOT NULL)::int"),
                      1);
     free(list);
+}
+
+/* After the embedded migrations (test_migrate_embedded_twice ran them): cstl_ts keeps every
+ * microsecond of the instants a bigint converts to double precision exactly (|v| < 2^53 us,
+ * years 1685 to 2255), whatever the session's time zone, and the planner inlines it (no function
+ * call per row in the projectors' statements). */
+static void test_cstl_ts_exact_and_inlined(void **state)
+{
+    (void)state;
+    assert_int_equal(exec_ok(conn, "SET TIME ZONE 'America/New_York'"), 0);
+    /* the reference: the epoch in UTC plus whole seconds plus microseconds, no floating point */
+    assert_int_equal(
+        query_long(conn,
+                   "SELECT count(*) FROM (SELECT v FROM unnest(ARRAY[0, -1, 1, 999999, "
+                   "1763800000123457, 1763800000999999, 4102444800000001, -2208988800000001, "
+                   "9007199254740991]::bigint[]) v UNION ALL SELECT 1700000000000000 + g * "
+                   "7919 FROM generate_series(1, 20000) g) s WHERE cstl_ts(v) IS DISTINCT FROM "
+                   "timestamptz '1970-01-01 00:00:00+00' + make_interval(secs => 0) + "
+                   "(div(v, 1000000) * interval '1 second') + (mod(v, 1000000) * "
+                   "interval '1 microsecond')"),
+        0);
+    assert_int_equal(query_long(conn, "SELECT (cstl_ts(NULL) IS NULL)::int"), 1);
+    PGresult *res = NULL;
+    cstl_error err;
+    assert_int_equal(cstl_pg_exec(conn,
+                                  "EXPLAIN (VERBOSE, COSTS OFF) SELECT cstl_ts(g) FROM "
+                                  "generate_series(1::bigint, 3::bigint) g",
+                                  0, NULL, &res, &err),
+                     0);
+    bool called = false;
+    for (int i = 0; i < PQntuples(res); i++)
+        called |= strstr(PQgetvalue(res, i, 0), "cstl_ts(") != NULL;
+    PQclear(res);
+    assert_false(called);
+    assert_int_equal(exec_ok(conn, "RESET TIME ZONE"), 0);
 }
 
 static void test_checksum_mismatch_refused(void **state)
@@ -720,6 +756,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_migrate_embedded_twice),
+        cmocka_unit_test(test_cstl_ts_exact_and_inlined),
         cmocka_unit_test(test_checksum_mismatch_refused),
         cmocka_unit_test(test_failed_migration_names_file_and_rolls_back),
         cmocka_unit_test(test_concurrent_migrators_apply_once),
