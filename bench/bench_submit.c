@@ -3,17 +3,23 @@
  *
  * 1. The anchor: a librdkafka producer with idempotence and acks=all sends records of the size of
  *    a SubmitJob command envelope to a scratch topic as fast as it can (no HTTP, no handler).
- * 2. Closed loop: C connections each send the next request when the previous answer arrives; the
- *    201s per second is the service's sustained maximum.
- * 3. Open loop at fixed rates: every request has a scheduled send time (start + i / rate), and its
- *    latency is measured from that time, so a stalled server is charged for the requests it delayed
- *    (no coordinated omission). Reports achieved 201/s, p50 and p99.
+ * 2. Warm-up: 3 s of closed-loop load, not reported. A fresh service's first transaction on each
+ *    partition registers the partition with the transaction coordinator (about 0.9 s here), which
+ *    would otherwise be charged to the first step.
+ * 3. Closed loop: C connections each send the next request when the previous answer arrives; the
+ *    201s per second is the service's sustained maximum at that many requests in flight. Measured
+ *    at 32 and at 256 connections (one request in flight each): at 32 the rate is bounded by
+ *    32 / latency, not by the service.
+ * 4. Open loop at fixed rates, over the larger connection count: every request has a scheduled
+ *    send time (start + i / rate), and its latency is measured from that time, so a stalled server
+ *    is charged for the requests it delayed (no coordinated omission). Reports achieved 201/s, p50
+ *    and p99. 1,000/s (the latency target's rate) is always measured; higher rates while they are
+ *    within 1.3 times the closed loop's maximum.
  *
  * Needs: CSTL_BENCH_ADDR (host:port of `constellation commands`), CSTL_BENCH_TOKEN (an API key of
- * a member or admin), CONSTELLATION_KAFKA_BROKERS. CSTL_BENCH_CONNS sets the connection count
- * (default 32, at most 1024): with one request in flight per connection, the closed loop's rate is
- * at most connections / latency. bench/run.sh sets them up. Loopback only;
- * every phase is bounded in time.
+ * a member or admin), CONSTELLATION_KAFKA_BROKERS. CSTL_BENCH_CONNS replaces the two connection
+ * counts by one (at most 1024). bench/run.sh sets them up. Loopback only; every phase is bounded in
+ * time.
  */
 #include "load.h"
 
@@ -111,12 +117,17 @@ int main(void)
         return 0;
     }
     bench_load_opts l = {.duration = 5, .conns = 32};
-    /* More connections measure how far the service scales with requests in flight (each
-     * connection has one at a time). */
+    int conn_counts[2] = {32, 256}, n_counts = 2;
     const char *conns = getenv("CSTL_BENCH_CONNS");
     if (conns != NULL) {
         long n = strtol(conns, NULL, 10);
-        l.conns = n >= 1 && n <= BENCH_LOAD_MAX_CONNS ? (int)n : l.conns;
+        if (n < 1 || n > BENCH_LOAD_MAX_CONNS) {
+            fprintf(stderr, "bench_submit: CSTL_BENCH_CONNS must be 1 to %d, got \"%s\"\n",
+                    BENCH_LOAD_MAX_CONNS, conns);
+            return 2;
+        }
+        conn_counts[0] = (int)n;
+        n_counts = 1;
     }
     if (bench_load_addr(addr, &l.addr) != 0) {
         fprintf(stderr, "bench_submit: CSTL_BENCH_ADDR \"%s\" is not IPv4 host:port\n", addr);
@@ -140,26 +151,39 @@ int main(void)
     double raw = raw_produce_rate(brokers, record_size, 5);
 
     l.rate = 0;
-    bench_load_result closed = bench_load_run(&l);
-    printf("POST /v1/jobs, %d connections, %.0f s per step; broker, service and load on this "
+    l.duration = 3;
+    l.conns = conn_counts[n_counts - 1];
+    bench_load_run(&l); /* warm-up */
+    l.duration = 5;
+    printf("POST /v1/jobs, %.0f s per step after a 3 s warm-up; broker, service and load on this "
            "machine\n",
-           l.conns, l.duration);
+           l.duration);
     printf("%-34s %12s %9s %9s %8s\n", "step", "201/s", "p50 ms", "p99 ms", "errors");
     printf("%-34s %12.0f %9s %9s %8s\n", "raw produce (idempotent, acks=all)", raw, "-", "-", "-");
-    printf("%-34s %12.0f %9.2f %9.2f %8ld\n", "closed loop (max sustained)", closed.ok_per_s,
-           closed.p50_ms, closed.p99_ms, closed.errors);
+    double best = 0;
+    for (int c = 0; c < n_counts; c++) {
+        l.conns = conn_counts[c];
+        bench_load_result closed = bench_load_run(&l);
+        char name[48];
+        snprintf(name, sizeof(name), "closed loop, %d connections", l.conns);
+        printf("%-34s %12.0f %9.2f %9.2f %8ld\n", name, closed.ok_per_s, closed.p50_ms,
+               closed.p99_ms, closed.errors);
+        if (closed.ok_per_s > best)
+            best = closed.ok_per_s;
+    }
     static const double rates[] = {1000, 2500, 5000, 10000, 15000};
     for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
-        if (rates[i] > closed.ok_per_s * 1.3)
+        if (i > 0 && rates[i] > best * 1.3)
             break; /* far past the maximum: the queue only grows */
         l.rate = rates[i];
         bench_load_result r = bench_load_run(&l);
-        char name[40];
-        snprintf(name, sizeof(name), "open loop at %.0f/s", rates[i]);
+        char name[48];
+        snprintf(name, sizeof(name), "open loop at %.0f/s, %d conns", rates[i], l.conns);
         printf("%-34s %12.0f %9.2f %9.2f %8ld\n", name, r.ok_per_s, r.p50_ms, r.p99_ms, r.errors);
     }
-    printf("sustained / raw produce rate: %.1f %%; targets: >= 10000/s, >= 25 %%, p99 <= 25 ms at "
-           "1000/s\n",
-           raw > 0 ? 100.0 * closed.ok_per_s / raw : 0);
+    printf(
+        "sustained (best closed loop) / raw produce rate: %.1f %%; targets: >= 10000/s, >= 25 %%, "
+        "p99 <= 25 ms at 1000/s\n",
+        raw > 0 ? 100.0 * best / raw : 0);
     return 0;
 }
