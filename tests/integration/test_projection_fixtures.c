@@ -138,6 +138,8 @@ static void test_unknown_job_is_an_event_error(void **state)
         json_pack("{s:s,s:s,s:I}", "job_id", "NOPE", "reservation_id", "R", "at", (json_int_t)1));
     assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL search_path TO jobs_v1, public"), 0);
     cstl_error err;
+    const json_t *data[] = {pe.events[0].data};
+    assert_int_equal(cstl_projection_jobs_batch_begin(pe.pg, data, 1, &err), 0);
     int rc =
         cstl_projection_jobs_apply(pe.pg, &pe.events[0].h, "JobAdmitted", pe.events[0].data, &err);
     pe_sql(pe.pg, "ROLLBACK");
