@@ -35,8 +35,12 @@ BEGIN
         ALTER TABLE pg_temp.jobs_work ADD PRIMARY KEY (job_id);
         EXECUTE format('COMMENT ON TABLE pg_temp.jobs_work IS %L', s);
     END IF;
+    -- FOR UPDATE: the rows stay locked until the batch commits, so a change another projector
+    -- process makes meanwhile (the pending reasons of jobs.waiting are partitioned apart from the
+    -- events) waits for the batch and is not overwritten by its write-back; job_id order keeps two
+    -- batches from locking each other's rows crosswise
     EXECUTE format('INSERT INTO pg_temp.jobs_work SELECT * FROM %I.jobs WHERE job_id = ANY($1) '
-                   'ON CONFLICT (job_id) DO NOTHING', s) USING p_ids;
+                   'ORDER BY job_id FOR UPDATE ON CONFLICT (job_id) DO NOTHING', s) USING p_ids;
 END
 $$;
 
