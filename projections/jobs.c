@@ -5,6 +5,10 @@
  * Invariants: every change of a job by an event is guarded by its version (cstl_version): an
  * event applies only when it is newer than the row, so a replay changes nothing; history rows are
  * keyed by (job_id, version). Each event is one statement (data-modifying CTEs), one round trip.
+ * A batch's statements change pg_temp.jobs_work, a copy of the batch's jobs rows made by
+ * cstl_projection_jobs_batch_begin and written back by cstl_projection_jobs_batch_end (one row
+ * version per job per batch instead of one per event: migration 0010); runs, job_history and
+ * job_waiting are changed directly.
  * Queue positions are not stored: read.jobs counts them when read (migration 0005).
  * A pending reason (JobWaiting) is kept in job_waiting, the last one per job (a tombstone removes
  * it), and copied to the job while it is queued in the stay the record names (its attempts);
@@ -18,8 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A batch's statements change jobs through pg_temp.jobs_work (migration 0010), named "jobs" in
+ * them. */
+#define WORK "pg_temp.jobs_work AS jobs"
 /* $1 job_id, $2 version, $3 time (us), $4 event id, $5 event type, $6 data; specific from $7 */
-#define HEAD "WITH u AS (UPDATE jobs SET updated_at = cstl_ts($3), version = $2"
+#define HEAD "WITH u AS (UPDATE " WORK " SET updated_at = cstl_ts($3), version = $2"
 #define TAIL " WHERE job_id = $1 AND version < $2 RETURNING tenant_id)"
 #define HISTORY                                                                                    \
     ", h AS (INSERT INTO job_history (tenant_id, job_id, version, event_id, event_type, at, "      \
@@ -48,7 +55,8 @@ typedef struct event_spec {
 static const event_spec specs[] = {
     {"JobSubmitted",
      "at",
-     "WITH u AS (INSERT INTO jobs (job_id, tenant_id, name, state, reason, priority, gpu_count, "
+     "WITH u AS (INSERT INTO " WORK
+     " (job_id, tenant_id, name, state, reason, priority, gpu_count, "
      "min_gpu_memory_mib, gpu_model, runtime_limit_seconds, retry_limit, labels, parameters, "
      "submitted_by, submitted_at, updated_at, version) VALUES ($1, $7, $8, 'submitted', "
      "'awaiting_admission', $9::int, $10::int, $11::bigint, $12, $13::bigint, $14::int, "
@@ -139,7 +147,7 @@ static const event_spec specs[] = {
      {{"runtime_limit_seconds", INT}}},
 };
 
-static const char exists_sql[] = "SELECT 1 FROM jobs WHERE job_id = $1";
+static const char exists_sql[] = "SELECT 1 FROM pg_temp.jobs_work WHERE job_id = $1";
 
 /* $1 job_id, $2 tenant_id, $3 attempts, $4 reason (lower case), $5 message, $6 at (us). Keeps the
  * record (records of one job come in order: the last one wins), and sets the job's reason if it
@@ -149,7 +157,7 @@ static const char waiting_sql[] =
     "VALUES ($1, $2, $3::int, $4, $5, cstl_ts($6::bigint)) ON CONFLICT (job_id) DO UPDATE SET "
     "tenant_id = excluded.tenant_id, attempts = excluded.attempts, reason = excluded.reason, "
     "message = excluded.message, at = excluded.at RETURNING job_id), "
-    "j AS (UPDATE jobs SET reason = $4, reason_message = $5 WHERE job_id = $1 AND "
+    "j AS (UPDATE " WORK " SET reason = $4, reason_message = $5 WHERE job_id = $1 AND "
     "state = 'queued' AND attempts = $3::int AND (reason, reason_message) IS DISTINCT FROM "
     "($4, $5)) SELECT count(*) FROM w";
 
@@ -337,4 +345,44 @@ char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, in
         return NULL;
     }
     return out.s;
+}
+
+/* The batch's jobs into pg_temp.jobs_work (see the top of the file and migration 0010). */
+int cstl_projection_jobs_batch_begin(cstl_pg_conn *conn,
+                                     const json_t *const *data,
+                                     size_t n,
+                                     cstl_error *err)
+{
+    sbuf ids = sbuf_new();
+    puts_(&ids, "{");
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *id = json_object_get(data[i], "job_id");
+        if (id == NULL)
+            id = json_object_get(data[i], "key"); /* a tombstone of jobs.waiting */
+        const char *v = json_string_value(id);
+        if (v == NULL)
+            continue; /* no job: its statement finds none either */
+        puts_(&ids, m++ ? ",\"" : "\"");
+        for (; *v != '\0'; v++) {
+            if (*v == '"' || *v == '\\')
+                put(&ids, "\\", 1);
+            put(&ids, v, 1);
+        }
+        puts_(&ids, "\"");
+    }
+    puts_(&ids, "}");
+    const char *params[] = {ids.s};
+    int rc = cstl_pg_exec_prepared(conn, "jobs_work_begin",
+                                   "SELECT projection_jobs_work_begin($1::text[])", 1, params, NULL,
+                                   err);
+    free(ids.s);
+    return rc;
+}
+
+/* The batch's changed jobs back into jobs, one row version each. */
+int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err)
+{
+    return cstl_pg_exec_prepared(conn, "jobs_work_end", "SELECT projection_jobs_work_end()", 0,
+                                 NULL, NULL, err);
 }

@@ -26,6 +26,8 @@ static const cstl_projection jobs = {.name = "jobs",
                                      .contexts = jobs_contexts,
                                      .apply = cstl_projection_jobs_apply,
                                      .set_sql = cstl_projection_jobs_set_sql,
+                                     .batch_begin = cstl_projection_jobs_batch_begin,
+                                     .batch_end = cstl_projection_jobs_batch_end,
                                      .topics = jobs_topics};
 static const cstl_projection fleet = {
     .name = "fleet", .contexts = fleet_contexts, .apply = cstl_projection_fleet_apply};

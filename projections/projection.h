@@ -9,13 +9,14 @@
  * the caller sets search_path to that schema, so the SQL here uses unqualified table names.
  *
  * Apply contract: apply(conn, headers, type, data, err) runs inside the caller's transaction (the
- * projector's batch, or a SAVEPOINT of it). type is the event's short name ("JobSubmitted"), data
- * its decoded JSON (platform/codec.h: unions as plain values, enums as strings, timestamps as
- * microseconds). Applying an event twice leaves the same rows as applying it once: every change is
- * guarded by the aggregate version (cstl_version) or keyed by ids. Unknown types are ignored
- * (returns 0). Returns 0, a retriable code (CSTL_EPG_CONN, CSTL_EPG_RETRY, CSTL_ETIMEDOUT: redo the
- * batch), or another code when the event itself cannot be applied (a missing field, an unknown
- * aggregate, a constraint violation): the projector dead-letters it.
+ * projector's batch, or a SAVEPOINT of it), after the projection's batch_begin for the batch's
+ * records and before its batch_end, when it has them. type is the event's short name
+ * ("JobSubmitted"), data its decoded JSON (platform/codec.h: unions as plain values, enums as
+ * strings, timestamps as microseconds). Applying an event twice leaves the same rows as applying it
+ * once: every change is guarded by the aggregate version (cstl_version) or keyed by ids. Unknown
+ * types are ignored (returns 0). Returns 0, a retriable code (CSTL_EPG_CONN, CSTL_EPG_RETRY,
+ * CSTL_ETIMEDOUT: redo the batch), or another code when the event itself cannot be applied (a
+ * missing field, an unknown aggregate, a constraint violation): the projector dead-letters it.
  *
  * A record without a value (a tombstone of a compacted telemetry topic: the key's earlier records
  * are void) is passed with type CSTL_PROJ_TOMBSTONE, data {"key": <record key>} and headers all
@@ -57,6 +58,17 @@ typedef int (*cstl_projection_apply_fn)(cstl_pg_conn *conn,
  */
 typedef char *(*cstl_projection_set_sql_fn)(const char *sql, const char *const *types, int n);
 
+/*
+ * Called in each batch's transaction once the search path names the projection's version: begin
+ * before the batch's first statement, with the decoded data of the n records the batch applies
+ * (a tombstone's is {"key": ...}), end after its last. Either may be NULL.
+ */
+typedef int (*cstl_projection_batch_begin_fn)(cstl_pg_conn *conn,
+                                              const json_t *const *data,
+                                              size_t n,
+                                              cstl_error *err);
+typedef int (*cstl_projection_batch_end_fn)(cstl_pg_conn *conn, cstl_error *err);
+
 typedef struct cstl_projection {
     const char *name;            /* "jobs": also the schema prefix and the group suffix */
     const char *const *contexts; /* contexts whose events topics it consumes, NULL-ended */
@@ -69,6 +81,8 @@ typedef struct cstl_projection {
                                      prefix ("jobs.logs"), NULL-ended */
     bool one_wave; /* the set form takes a whole batch's records of one kind, several of one key
                       included, and orders them itself: no waves */
+    cstl_projection_batch_begin_fn batch_begin;
+    cstl_projection_batch_end_fn batch_end;
 } cstl_projection;
 
 /* The type a tombstone is applied with (see the apply contract). */
@@ -95,6 +109,11 @@ int cstl_projection_jobs_apply(cstl_pg_conn *conn,
                                const json_t *data,
                                cstl_error *err);
 char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, int n);
+int cstl_projection_jobs_batch_begin(cstl_pg_conn *conn,
+                                     const json_t *const *data,
+                                     size_t n,
+                                     cstl_error *err);
+int cstl_projection_jobs_batch_end(cstl_pg_conn *conn, cstl_error *err);
 int cstl_projection_fleet_apply(cstl_pg_conn *conn,
                                 const cstl_event_headers *h,
                                 const char *type,

@@ -591,6 +591,19 @@ static int run_pipeline(batch_ctx *b, cstl_error *err)
     return rc;
 }
 
+/* The projection's batch_begin, with the data of the records the batch applies. */
+static int begin_batch(batch_ctx *b, cstl_error *err)
+{
+    const json_t **data = cstl_xcalloc(b->n ? b->n : 1, sizeof(const json_t *));
+    size_t m = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->items[i].skip && b->items[i].dlq_reason[0] == '\0')
+            data[m++] = b->items[i].data;
+    int rc = b->core->proj->batch_begin(b->core->pg, data, m, err);
+    free(data);
+    return rc;
+}
+
 static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
 {
     batch_ctx *b = ud;
@@ -631,17 +644,19 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
     char *topics, *parts, *nexts;
     part_arrays(b, &topics, &parts, &nexts);
     rc = lock_and_read_offsets(b, topics, parts, err);
+    for (size_t i = 0; rc == 0 && i < b->n; i++)
+        b->items[i].skip = b->items[i].msg->offset < stored_of(b, b->items[i].msg);
+    if (rc == 0 && c->proj->batch_begin != NULL)
+        rc = begin_batch(b, err);
     for (size_t i = 0; rc == 0 && i < b->n; i++) {
         proj_item *it = &b->items[i];
-        if (it->msg->offset < stored_of(b, it->msg)) {
-            it->skip = true;
-            continue;
-        }
-        if (it->dlq_reason[0] == '\0')
+        if (!it->skip && it->dlq_reason[0] == '\0')
             rc = apply_one(b, it, err);
     }
     if (rc == 0 && b->piped)
         rc = run_pipeline(b, err);
+    if (rc == 0 && c->proj->batch_end != NULL)
+        rc = c->proj->batch_end(c->pg, err);
     cstl_proj_sink_clear(&b->sink);
     if (rc == 0) {
         const char *params[] = {c->offsets_key, topics, parts, nexts};

@@ -138,11 +138,69 @@ static void test_unknown_job_is_an_event_error(void **state)
         json_pack("{s:s,s:s,s:I}", "job_id", "NOPE", "reservation_id", "R", "at", (json_int_t)1));
     assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL search_path TO jobs_v1, public"), 0);
     cstl_error err;
+    const json_t *data[] = {pe.events[0].data};
+    assert_int_equal(cstl_projection_jobs_batch_begin(pe.pg, data, 1, &err), 0);
     int rc =
         cstl_projection_jobs_apply(pe.pg, &pe.events[0].h, "JobAdmitted", pe.events[0].data, &err);
     pe_sql(pe.pg, "ROLLBACK");
     assert_int_equal(rc, CSTL_ENOTFOUND);
     assert_false(cstl_projection_error_retriable(rc));
+}
+
+/* A batch of the jobs projection holds the rows of its jobs locked from batch_begin to its
+ * commit, so another projector process cannot change one of them in between (its change would be
+ * overwritten when the batch writes its copy back), and writes each changed job back once. */
+static void test_batch_locks_its_jobs_and_writes_back_once(void **state)
+{
+    (void)state;
+    assert_int_equal(pe_sql(pe.pg, "TRUNCATE jobs_v1.jobs, jobs_v1.runs, jobs_v1.job_history, "
+                                   "jobs_v1.job_waiting, jobs_v1.jobs_queue_counts"),
+                     0);
+    pe_events_clear();
+    pe_emit("jobs", "JobSubmitted", "J1", "T1", 1,
+            json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:{},s:{},s:s,s:I}", "job_id", "J1",
+                      "tenant_id", "T1", "name", "n", "priority", 50, "gpu_count", 1,
+                      "min_gpu_memory_mib", 0, "runtime_limit_seconds", 60, "retry_limit", 0,
+                      "labels", "parameters", "submitted_by", "u", "at", (json_int_t)1000));
+    assert_int_equal(pe_apply_direct("jobs_v1", 0, pe.nevents), 0);
+
+    pe_emit(
+        "jobs", "JobAdmitted", "J1", "T1", 2,
+        json_pack("{s:s,s:s,s:I}", "job_id", "J1", "reservation_id", "R1", "at", (json_int_t)2000));
+    pe_emit("jobs", "JobPriorityChanged", "J1", "T1", 3,
+            json_pack("{s:s,s:i,s:I}", "job_id", "J1", "priority", 70, "at", (json_int_t)3000));
+    assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL search_path TO jobs_v1, public"), 0);
+    cstl_error err;
+    const json_t *data[] = {pe.events[1].data, pe.events[2].data};
+    assert_int_equal(cstl_projection_jobs_batch_begin(pe.pg, data, 2, &err), 0);
+    /* another session cannot lock (or change) J1 while the batch runs */
+    cstl_pg_conn *other = cstl_pg_connect(pe.dsn, &pe_policy, &err);
+    assert_non_null(other);
+    assert_int_not_equal(pe_sql(other, "SELECT 1 FROM jobs_v1.jobs WHERE job_id = 'J1' FOR "
+                                       "UPDATE NOWAIT"),
+                         0);
+    for (int i = 1; i <= 2; i++)
+        assert_int_equal(cstl_projection_jobs_apply(pe.pg, &pe.events[i].h, pe.events[i].type,
+                                                    pe.events[i].data, &err),
+                         0);
+    /* nothing reached jobs before the batch's end */
+    assert_int_equal(pe_long(pe.pg, "SELECT version FROM jobs_v1.jobs WHERE job_id = 'J1'"), 1);
+    assert_int_equal(cstl_projection_jobs_batch_end(pe.pg, &err), 0);
+    /* the batch's two events made one update of jobs */
+    assert_int_equal(pe_long(pe.pg, "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE "
+                                    "relid = 'jobs_v1.jobs'::regclass"),
+                     1);
+    assert_int_equal(pe_sql(pe.pg, "COMMIT"), 0);
+    assert_int_equal(pe_sql(other, "SELECT 1 FROM jobs_v1.jobs WHERE job_id = 'J1' FOR UPDATE "
+                                   "NOWAIT"),
+                     0);
+    cstl_pg_close(other);
+    char *row = pe_value(pe.pg, "SELECT state || ' ' || priority || ' ' || version || ' ' || "
+                                "reservation_id FROM jobs_v1.jobs WHERE job_id = 'J1'");
+    assert_string_equal(row, "queued 70 3 R1");
+    free(row);
+    assert_int_equal(pe_long(pe.pg, "SELECT count(*) FROM jobs_v1.job_history WHERE job_id = 'J1'"),
+                     3);
 }
 
 static int setup(void **state)
@@ -163,6 +221,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_unknown_job_is_an_event_error),
+        cmocka_unit_test(test_batch_locks_its_jobs_and_writes_back_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -353,16 +353,35 @@ static inline int pe_apply_direct(const char *schema, size_t from, size_t to)
                        : strncmp(schema, "fleet", 5) == 0 ? "fleet"
                                                           : "tenants";
     const cstl_projection *p = cstl_projection_find(proj);
+    cstl_error err;
+    if (p->batch_begin != NULL) {
+        const json_t **data = cstl_xcalloc(to > from ? to - from : 1, sizeof(const json_t *));
+        size_t m = 0;
+        for (size_t i = from; i < to; i++)
+            if (pe_reads(p, &pe.events[i]))
+                data[m++] = pe.events[i].data;
+        int rc = p->batch_begin(pe.pg, data, m, &err);
+        free(data);
+        if (rc != 0) {
+            fprintf(stderr, "batch begin failed: %s\n", err.message);
+            pe_sql(pe.pg, "ROLLBACK");
+            return -1;
+        }
+    }
     for (size_t i = from; i < to; i++) {
         pe_event *e = &pe.events[i];
         if (!pe_reads(p, e))
             continue;
-        cstl_error err;
         if (p->apply(pe.pg, &e->h, e->type, e->data, &err) != 0) {
             fprintf(stderr, "direct apply of %s failed: %s\n", e->type, err.message);
             pe_sql(pe.pg, "ROLLBACK");
             return -1;
         }
+    }
+    if (p->batch_end != NULL && p->batch_end(pe.pg, &err) != 0) {
+        fprintf(stderr, "batch end failed: %s\n", err.message);
+        pe_sql(pe.pg, "ROLLBACK");
+        return -1;
     }
     return pe_sql(pe.pg, "COMMIT");
 }
