@@ -189,7 +189,7 @@ static int catch_up(rebuild *r, cstl_error *err)
     while (!reached(r)) {
         int rc = poll_batch(r, err);
         if (rc == 0 && r->nitems > 0)
-            rc = proj_core_apply(&r->core, r->items, r->nitems, err);
+            rc = proj_core_apply(&r->core, r->items, r->nitems, NULL, err);
         drop_items(r);
         if (rc != 0)
             return rc;
