@@ -108,8 +108,9 @@ static const setting settings[] = {
      "the `iss` every JWT must carry; unset: not checked", SETTING_OPTIONAL},
     {"CONSTELLATION_JWT_AUDIENCE", SETTING_STRING, F(jwt_audience), NULL, 0, 0,
      "a value the `aud` of every JWT must include; unset: not checked", SETTING_OPTIONAL},
-    {"CONSTELLATION_PROJECTOR_BATCH_MAX", SETTING_INT, F(projector_batch_max), "1000", 1, 100000,
-     "most records a projector applies in one PostgreSQL transaction"},
+    {"CONSTELLATION_PROJECTOR_BATCH_MAX", SETTING_INT, F(projector_batch_max), "5000", 1, 100000,
+     "most records a projector applies in one PostgreSQL transaction (it holds up to twice as many: "
+     "the next batch is decoded while one is applied)"},
     {"CONSTELLATION_PROJECTOR_BATCH_MS", SETTING_INT, F(projector_batch_ms), "50", 1, 60000,
      "longest a projector waits after a batch's first record before applying it, milliseconds"},
     {"CONSTELLATION_COMMAND_WAIT_MS", SETTING_INT, F(command_wait_ms), "5000", 100, 60000,

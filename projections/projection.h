@@ -183,7 +183,10 @@ int cstl_proj_guarded(cstl_pg_conn *conn,
  * its statement (name and parameters copied, sql borrowed: projections pass static strings) and
  * returns 0 instead of running it; the projector then runs a whole batch's statements in one
  * pipeline (cstl_pg_pipeline). A recorded statement whose count comes back 0 and that has an
- * existence check must be decided by running the batch again one event at a time.
+ * existence check must be decided by running the batch again one event at a time. With a sink
+ * installed, an apply function must reach PostgreSQL only through cstl_proj_guarded: the projector
+ * records a batch's statements ahead of its transaction on another thread, passing a NULL
+ * connection.
  */
 typedef struct cstl_proj_stmt {
     char name[64];

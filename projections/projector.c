@@ -4,11 +4,21 @@
  *
  * Invariants: offsets live only in PostgreSQL; on assignment the rebalance hook seeks to them. On
  * revocation the hook drops the held records of the revoked partitions: they were not applied, and
- * whoever gets the partition next starts from the stored offset. Lag gauges are computed at scrape
- * time from the live per-partition state (stored offset, last seen high watermark, timestamp of
- * the oldest held unapplied record), kept under the projector's mutex.
+ * whoever gets the partition next starts from the stored offset. The hook runs only inside the
+ * projector thread's polls, and no poll happens while a batch is being applied, so once it has
+ * returned no record of a revoked partition is applied by this projector. Lag gauges are computed
+ * at scrape time from the live per-partition state (stored offset, last seen high watermark,
+ * timestamp of the oldest held unapplied record), kept under the projector's mutex.
+ *
+ * Two batches are held at most: the one applied next, decoded and with its statements built, and
+ * the one after it, made of the records already waiting when the first is about to be applied
+ * (collected without waiting, so a batch is never held back for the next). While the first runs in
+ * PostgreSQL the second is decoded and its statements built (proj_plan_build) on a short-lived
+ * prep thread, so the projector's own CPU work hides behind the server's.
  * Threads: the projector thread does all Kafka and PostgreSQL work (the hook runs inside its
- * polls); the metrics scrape thread reads the partition state under the mutex.
+ * polls); the prep thread only decodes the next batch's records, which nothing else touches until
+ * it is joined (before the next poll); the metrics scrape thread reads the partition state under
+ * the mutex.
  */
 #include "projections/projector.h"
 
@@ -52,8 +62,12 @@ struct cstl_projector {
     cstl_kafka_conf *cconf; /* the consumer's: a short session, so a crashed member is replaced
                                within SESSION_TIMEOUT_MS rather than librdkafka's 45 s */
     cstl_kafka_consumer *consumer;
-    proj_item *batch;
+    proj_item *batch; /* the batch applied next: decoded when not empty */
     size_t nbatch;
+    proj_plan *plan;  /* its statements, built ahead (may be empty) */
+    proj_item *ahead; /* the batch after it, decoded while batch is applied */
+    size_t nahead;
+    proj_plan *ahead_plan;
 
     pthread_t thread;
     bool started;
@@ -151,6 +165,25 @@ static part_state *part_find(cstl_projector *p, const char *topic, int32_t parti
     return NULL;
 }
 
+/* Drops the records of items of the given partitions (decoded or not); true when any. */
+static bool drop_revoked(proj_item *items, size_t *n, rd_kafka_topic_partition_list_t *partitions)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < *n; i++) {
+        rd_kafka_message_t *m = items[i].msg;
+        if (rd_kafka_topic_partition_list_find(partitions, rd_kafka_topic_name(m->rkt),
+                                               m->partition) != NULL) {
+            proj_items_release(&items[i], 1);
+            rd_kafka_message_destroy(m);
+        } else {
+            items[kept++] = items[i];
+        }
+    }
+    bool dropped = kept < *n;
+    *n = kept;
+    return dropped;
+}
+
 typedef struct assign_ctx {
     rd_kafka_topic_partition_list_t *list;
 } assign_ctx;
@@ -203,16 +236,9 @@ static int on_rebalance(void *opaque,
         return 0;
     }
     /* revoked or lost: drop held records of those partitions and forget their state */
-    size_t kept = 0;
-    for (size_t i = 0; i < p->nbatch; i++) {
-        rd_kafka_message_t *m = p->batch[i].msg;
-        if (rd_kafka_topic_partition_list_find(partitions, rd_kafka_topic_name(m->rkt),
-                                               m->partition) != NULL)
-            rd_kafka_message_destroy(m);
-        else
-            p->batch[kept++].msg = m;
-    }
-    p->nbatch = kept;
+    if (drop_revoked(p->batch, &p->nbatch, partitions))
+        proj_plan_clear(p->plan); /* built from records dropped now: recorded again in the tx */
+    drop_revoked(p->ahead, &p->nahead, partitions);
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < partitions->cnt; i++) {
         part_state *s = part_find(p, partitions->elems[i].topic, partitions->elems[i].partition);
@@ -237,7 +263,7 @@ static void refresh_watermarks(cstl_projector *p)
     rd_kafka_position(rk, pos);
     for (size_t i = 0; i < p->nparts; i++) {
         int64_t lo, hi;
-        p->parts[i].position = p->nbatch == 0 ? pos->elems[i].offset : -1;
+        p->parts[i].position = p->nbatch == 0 && p->nahead == 0 ? pos->elems[i].offset : -1;
         if (rd_kafka_get_watermark_offsets(rk, p->parts[i].topic, p->parts[i].partition, &lo,
                                            &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0)
@@ -247,22 +273,30 @@ static void refresh_watermarks(cstl_projector *p)
     pthread_mutex_unlock(&p->mu);
 }
 
-static void drop_batch(cstl_projector *p)
+static void drop_items(proj_item *items, size_t *n)
 {
-    proj_items_release(p->batch, p->nbatch);
-    for (size_t i = 0; i < p->nbatch; i++)
-        rd_kafka_message_destroy(p->batch[i].msg);
-    p->nbatch = 0;
+    proj_items_release(items, *n);
+    for (size_t i = 0; i < *n; i++)
+        rd_kafka_message_destroy(items[i].msg);
+    *n = 0;
 }
 
-/* Polls until the batch is full, batch_ms passed since its first record, no record came for
- * BATCH_IDLE_MS (nothing more is waiting: apply now rather than wait out batch_ms), or stop. */
-static int collect_batch(cstl_projector *p, cstl_error *err)
+/* Drops the batch applied next. */
+static void drop_batch(cstl_projector *p)
+{
+    drop_items(p->batch, &p->nbatch);
+    proj_plan_clear(p->plan);
+}
+
+/* Polls records into items (*n held) until the batch is full, batch_ms passed since its first
+ * record, no record came for BATCH_IDLE_MS (nothing more is waiting: apply now rather than wait
+ * out batch_ms), or stop. Without wait, takes only the records already waiting. */
+static int collect_batch(cstl_projector *p, proj_item *items, size_t *n, bool wait, cstl_error *err)
 {
     int64_t deadline = -1;
-    while (!p->stop && p->nbatch < (size_t)p->batch_max) {
-        int timeout = 100;
-        if (deadline >= 0) {
+    while (!p->stop && *n < (size_t)p->batch_max) {
+        int timeout = wait ? 100 : 0;
+        if (wait && deadline >= 0) {
             int64_t left = deadline - proj_now_ms();
             if (left <= 0)
                 break;
@@ -274,7 +308,7 @@ static int collect_batch(cstl_projector *p, cstl_error *err)
             return rc;
         if (m == NULL)
             return 0; /* idle, or nothing more waiting after the batch's first records */
-        p->batch[p->nbatch++] = (proj_item){.msg = m};
+        items[(*n)++] = (proj_item){.msg = m};
         if (deadline < 0)
             deadline = proj_now_ms() + p->batch_ms;
         rd_kafka_timestamp_type_t tstype;
@@ -299,20 +333,29 @@ static void batch_committed(cstl_projector *p)
     }
     for (size_t i = 0; i < p->nparts; i++)
         p->parts[i].pending_ts = 0;
+    /* the oldest unapplied records are now the next batch's */
+    for (size_t i = 0; i < p->nahead; i++) {
+        rd_kafka_message_t *m = p->ahead[i].msg;
+        part_state *s = part_find(p, rd_kafka_topic_name(m->rkt), m->partition);
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+        if (s != NULL && s->pending_ts == 0)
+            s->pending_ts = ts > 0 ? ts : (int64_t)time(NULL) * 1000;
+    }
     pthread_mutex_unlock(&p->mu);
     atomic_fetch_add(&p->batches, 1);
     atomic_store(&p->applied, p->core.applied);
     atomic_store(&p->dead, p->core.dead);
 }
 
-/* Applies the held batch, retrying until it is committed, the version switched or stop. */
+/* Applies the held batch (decoded), retrying until it is committed, the version switched or stop.
+ */
 static int apply_batch(cstl_projector *p)
 {
-    proj_items_prepare(p->proj, p->batch, p->nbatch);
     int delay = 100;
     for (int attempt = 1;; attempt++) {
         cstl_error err;
-        int rc = proj_core_apply(&p->core, p->batch, p->nbatch, &err);
+        int rc = proj_core_apply(&p->core, p->batch, p->nbatch, p->plan, &err);
         if (rc == 0) {
             if (attempt > 1)
                 cstl_log(CSTL_LOG_INFO, "projector",
@@ -344,6 +387,22 @@ static int apply_batch(cstl_projector *p)
     }
 }
 
+/* Decoding a batch and building its statements: no Kafka or PostgreSQL call. */
+typedef struct prep_job {
+    const cstl_projection *proj;
+    proj_item *items;
+    size_t n;
+    proj_plan *plan;
+} prep_job;
+
+static void *prep_main(void *arg)
+{
+    prep_job *j = arg;
+    proj_items_prepare(j->proj, j->items, j->n);
+    proj_plan_build(j->plan, j->proj, j->items, j->n);
+    return NULL;
+}
+
 /* One consumer life on the active version: returns on stop, version switch or consumer failure. */
 static int run_consumer(cstl_projector *p, cstl_error *err)
 {
@@ -361,10 +420,32 @@ static int run_consumer(cstl_projector *p, cstl_error *err)
     rc = cstl_kafka_consumer_subscribe(p->consumer, topics, p->ntopics, err);
     atomic_store(&p->ready, rc == 0);
     while (rc == 0 && !p->stop) {
-        rc = collect_batch(p, err);
-        refresh_watermarks(p);
-        if (rc == 0 && p->nbatch > 0)
+        if (p->nbatch == 0) {
+            rc = collect_batch(p, p->batch, &p->nbatch, true, err);
+            refresh_watermarks(p);
+            if (rc != 0 || p->nbatch == 0)
+                continue;
+            prep_job job = {p->proj, p->batch, p->nbatch, p->plan};
+            prep_main(&job);
+        }
+        /* what is already waiting is decoded while this batch runs in PostgreSQL */
+        rc = collect_batch(p, p->ahead, &p->nahead, false, err);
+        if (rc != 0)
+            break;
+        prep_job job = {p->proj, p->ahead, p->nahead, p->ahead_plan};
+        pthread_t prep;
+        bool threaded = p->nahead > 0 && pthread_create(&prep, NULL, prep_main, &job) == 0;
+        if (p->nbatch > 0)
             rc = apply_batch(p);
+        if (threaded)
+            pthread_join(prep, NULL);
+        else if (p->nahead > 0)
+            prep_main(&job);
+        proj_item *items = p->batch;
+        proj_plan *plan = p->plan;
+        p->batch = p->ahead, p->nbatch = p->nahead, p->plan = p->ahead_plan;
+        p->ahead = items, p->nahead = 0, p->ahead_plan = plan;
+        refresh_watermarks(p);
     }
     if (rc == CSTL_ECONFLICT)
         cstl_log(CSTL_LOG_INFO, "projector",
@@ -373,6 +454,8 @@ static int run_consumer(cstl_projector *p, cstl_error *err)
                  p->proj->name);
     atomic_store(&p->ready, 0);
     drop_batch(p);
+    drop_items(p->ahead, &p->nahead);
+    proj_plan_clear(p->ahead_plan);
     cstl_error cerr;
     cstl_kafka_consumer_close(p->consumer, &cerr);
     p->consumer = NULL;
@@ -436,12 +519,15 @@ cstl_projector *cstl_projector_new(const cstl_projector_options *o, cstl_error *
         snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
     for (const char *const *t = proj->telemetry; t && *t && p->ntopics < MAX_TOPICS; t++)
         snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
-    p->batch_max = o->batch_max > 0 ? o->batch_max : 1000;
+    p->batch_max = o->batch_max > 0 ? o->batch_max : 5000;
     p->batch_ms = o->batch_ms > 0 ? o->batch_ms : 50;
     p->kafka_timeout_ms = o->kafka_timeout_ms > 0 ? o->kafka_timeout_ms : 10000;
     p->statement_timeout_ms = o->pg_statement_timeout_ms;
     p->metrics = o->metrics;
     p->batch = cstl_xcalloc((size_t)p->batch_max, sizeof(proj_item));
+    p->ahead = cstl_xcalloc((size_t)p->batch_max, sizeof(proj_item));
+    p->plan = proj_plan_new();
+    p->ahead_plan = proj_plan_new();
     pthread_mutex_init(&p->mu, NULL);
     p->core =
         (proj_core){.proj = proj, .check_version = true, .kafka_timeout_ms = p->kafka_timeout_ms};
@@ -508,6 +594,9 @@ void cstl_projector_free(cstl_projector *p)
     pthread_mutex_destroy(&p->mu);
     free(p->parts);
     free(p->batch);
+    free(p->ahead);
+    proj_plan_free(p->plan);
+    proj_plan_free(p->ahead_plan);
     free(p);
 }
 

@@ -13,10 +13,16 @@
  *     for an unknown aggregate), the transaction is rolled back and redone one event at a time.
  *     When one cannot be applied, it is redone with a SAVEPOINT per record, so the bad one is
  *     dead-lettered alone.
+ *   - A batch's statements may be built ahead of its transaction, without a connection
+ *     (proj_plan_build: recorded through apply, grouped into waves, array parameters written). The
+ *     plan is used only when no record of the batch is below the stored offsets read under the
+ *     advisory locks; otherwise the statements are recorded again in the transaction, for the
+ *     records not skipped. Either way the same statements run in the same transaction.
  *   - Dead letters are produced and flushed before COMMIT: a committed offset past a poison record
  *     implies the record is in the DLQ. A redone transaction may produce a dead letter again (at
  *     least once in the DLQ; its cstl_dlq_* headers identify the record).
- * Thread: the caller's (one projector thread per proj_core).
+ * Thread: the caller's (one projector thread per proj_core); proj_items_prepare and
+ * proj_plan_build any thread, on items no other thread touches meanwhile.
  */
 #include "platform/codec.h"
 #include "projections/projector_internal.h"
@@ -213,6 +219,33 @@ int proj_offsets_load(cstl_pg_conn *pg,
     return 0;
 }
 
+/* A recorded statement and its wave: statements of one kind and one wave touch distinct
+ * aggregates, so they can run as one set statement. */
+typedef struct wave_ref {
+    size_t index; /* in the sink */
+    size_t wave;  /* how many earlier statements of the batch have the same aggregate */
+    const cstl_proj_sink *sink;
+} wave_ref;
+
+/* One statement of the pipeline as planned: a recorded statement, or several of one kind and
+ * wave that run as one set statement if the statement has a set form (known only once a
+ * connection asked PostgreSQL for its parameter types; else they run one by one). */
+typedef struct piped_group {
+    size_t first, m;                    /* refs[first .. first + m) */
+    bool set;                           /* m > 1: through the set form if there is one */
+    char name[96];                      /* the set form's statement name */
+    char *params[CSTL_PROJ_MAX_PARAMS]; /* the set form's array parameters */
+    int nparams;
+} piped_group;
+
+struct proj_plan {
+    cstl_proj_sink sink; /* the batch's statements, in record order */
+    wave_ref *refs;      /* sink's statements, in pipeline order */
+    piped_group *groups;
+    size_t ng;
+    bool ready; /* built, and every record's statements recorded */
+};
+
 /* The distinct (topic, partition) of a batch, sorted, with the next offset after the batch. */
 typedef struct batch_part {
     const char *topic;
@@ -227,12 +260,13 @@ typedef struct batch_ctx {
     size_t n;
     batch_part *parts;
     size_t nparts;
-    bool piped;     /* the batch's statements in one pipeline */
-    bool need_seq;  /* a piped statement changed nothing and needs an existence check */
-    bool slow;      /* a savepoint per record */
-    bool need_slow; /* a record failed without savepoints */
-    cstl_proj_sink sink;
-    bool in_tx; /* the caller's transaction: no version check */
+    bool piped;             /* the batch's statements in one pipeline */
+    bool need_seq;          /* a piped statement changed nothing and needs an existence check */
+    bool slow;              /* a savepoint per record */
+    bool need_slow;         /* a record failed without savepoints */
+    proj_plan own;          /* the statements recorded in the transaction */
+    const proj_plan *ahead; /* or built ahead of it (may be NULL) */
+    bool in_tx;             /* the caller's transaction: no version check */
 } batch_ctx;
 
 static int part_cmp(const void *a, const void *b)
@@ -351,7 +385,7 @@ static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
 {
     proj_core *c = b->core;
     if (b->piped) {
-        cstl_proj_sink_install(&b->sink);
+        cstl_proj_sink_install(&b->own.sink);
         int rc = c->proj->apply(c->pg, &it->h, it->type, it->data, err);
         cstl_proj_sink_install(NULL);
         if (rc != 0 && !cstl_projection_error_retriable(rc))
@@ -430,12 +464,6 @@ static int set_form_get(proj_core *c, const cstl_proj_stmt *st, const char **sql
     return 0;
 }
 
-typedef struct wave_ref {
-    size_t index; /* in the sink */
-    size_t wave;  /* how many earlier statements of the batch have the same aggregate */
-    const cstl_proj_sink *sink;
-} wave_ref;
-
 static int by_key(const void *a, const void *b)
 {
     const wave_ref *x = a, *y = b;
@@ -486,32 +514,36 @@ static char *array_param(const cstl_proj_sink *k, const wave_ref *refs, size_t m
     return out;
 }
 
-/* One statement of the pipeline: a recorded statement, or a set form over several. */
-typedef struct piped_group {
-    size_t first, m; /* refs[first .. first + m) */
-    bool set;        /* through the set form */
-    char name[96];   /* the set form's statement name */
-    char *params[CSTL_PROJ_MAX_PARAMS];
-    int nparams;
-} piped_group;
-
-/* Runs the statements the batch's events recorded, in one pipeline: with a set form, the
- * statements of one kind in one wave (no two of the same aggregate) as one statement. A statement
- * that changed nothing and has an existence check is either a replay or an event for an unknown
- * aggregate (a dead letter); only a run one event at a time can tell which, so the batch is redone
- * so. */
-static int run_pipeline(batch_ctx *b, cstl_error *err)
+/* Empties plan, keeping the sink's capacity. */
+static void plan_reset(proj_plan *pl)
 {
-    cstl_proj_sink *k = &b->sink;
-    proj_core *c = b->core;
-    if (k->n == 0)
-        return 0;
-    wave_ref *refs = cstl_xcalloc(k->n, sizeof(wave_ref));
+    for (size_t g = 0; g < pl->ng; g++)
+        for (int p = 0; p < pl->groups[g].nparams; p++)
+            free(pl->groups[g].params[p]);
+    free(pl->groups);
+    free(pl->refs);
+    pl->groups = NULL;
+    pl->refs = NULL;
+    pl->ng = 0;
+    pl->ready = false;
+    cstl_proj_sink_clear(&pl->sink);
+}
+
+/* Orders the recorded statements of plan into waves and groups, with the set statements' array
+ * parameters. Needs no connection. */
+static void plan_group(proj_plan *pl, const cstl_projection *proj)
+{
+    const cstl_proj_sink *k = &pl->sink;
+    pl->refs = cstl_xcalloc(k->n ? k->n : 1, sizeof(wave_ref));
+    pl->groups = cstl_xcalloc(k->n ? k->n : 1, sizeof(piped_group));
+    pl->ng = 0;
+    pl->ready = true;
+    wave_ref *refs = pl->refs;
     for (size_t i = 0; i < k->n; i++)
         refs[i] = (wave_ref){.index = i, .sink = k};
-    if (c->proj->set_sql != NULL) {
+    if (proj->set_sql != NULL) {
         /* one_wave: every statement in wave 0, in batch order within its kind */
-        if (!c->proj->one_wave) {
+        if (!proj->one_wave) {
             qsort(refs, k->n, sizeof(wave_ref), by_key);
             for (size_t i = 1; i < k->n; i++) {
                 const char *prev = k->stmts[refs[i - 1].index].v[0];
@@ -522,72 +554,119 @@ static int run_pipeline(batch_ctx *b, cstl_error *err)
         }
         qsort(refs, k->n, sizeof(wave_ref), by_wave);
     }
-    piped_group *groups = cstl_xcalloc(k->n, sizeof(piped_group));
-    size_t ng = 0;
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < k->n;) {
+    for (size_t i = 0; i < k->n;) {
         size_t j = i + 1;
-        while (c->proj->set_sql != NULL && j < k->n && refs[j].wave == refs[i].wave &&
+        while (proj->set_sql != NULL && j < k->n && refs[j].wave == refs[i].wave &&
                strcmp(k->stmts[refs[j].index].name, k->stmts[refs[i].index].name) == 0)
             j++;
-        const char *form = NULL;
-        if (j - i > 1)
-            rc = set_form_get(c, &k->stmts[refs[i].index], &form, err);
-        if (rc != 0)
-            break;
-        if (form == NULL) {
-            for (; i < j; i++)
-                groups[ng++] = (piped_group){.first = i, .m = 1};
-            continue;
+        piped_group *g = &pl->groups[pl->ng++];
+        *g = (piped_group){.first = i, .m = j - i, .set = j - i > 1};
+        if (g->set) {
+            const cstl_proj_stmt *st = &k->stmts[refs[i].index];
+            snprintf(g->name, sizeof(g->name), "%s_set", st->name);
+            g->nparams = st->n;
+            for (int p = 0; p < st->n; p++)
+                g->params[p] = array_param(k, refs + i, j - i, p);
         }
-        piped_group *g = &groups[ng++];
-        *g = (piped_group){.first = i, .m = j - i, .set = true};
-        const cstl_proj_stmt *st = &k->stmts[refs[i].index];
-        snprintf(g->name, sizeof(g->name), "%s_set", st->name);
-        g->nparams = st->n;
-        for (int p = 0; p < st->n; p++)
-            g->params[p] = array_param(k, refs + i, j - i, p);
         i = j;
     }
-    cstl_pg_piped *pp = cstl_xcalloc(ng ? ng : 1, sizeof(cstl_pg_piped));
-    for (size_t g = 0; rc == 0 && g < ng; g++) {
-        const cstl_proj_stmt *st = &k->stmts[refs[groups[g].first].index];
-        if (!groups[g].set) {
-            pp[g] = (cstl_pg_piped){.name = st->name,
-                                    .sql = st->sql,
-                                    .nparams = st->n,
-                                    .params = (const char *const *)st->v};
+}
+
+proj_plan *proj_plan_new(void)
+{
+    return cstl_xcalloc(1, sizeof(proj_plan));
+}
+
+void proj_plan_build(proj_plan *plan, const cstl_projection *proj, const proj_item *items, size_t n)
+{
+    plan_reset(plan);
+    bool ok = true;
+    cstl_proj_sink_install(&plan->sink);
+    for (size_t i = 0; ok && i < n; i++) {
+        if (items[i].dlq_reason[0] != '\0')
+            continue;
+        cstl_error err;
+        /* with a sink installed apply only records: no connection */
+        ok = proj->apply(NULL, &items[i].h, items[i].type, items[i].data, &err) == 0;
+    }
+    cstl_proj_sink_install(NULL);
+    if (!ok) {
+        plan_reset(plan); /* the transaction records again and meets the failure there */
+        return;
+    }
+    plan_group(plan, proj);
+}
+
+void proj_plan_clear(proj_plan *plan)
+{
+    plan_reset(plan);
+}
+
+void proj_plan_free(proj_plan *plan)
+{
+    if (plan == NULL)
+        return;
+    plan_reset(plan);
+    cstl_proj_sink_free(&plan->sink);
+    free(plan);
+}
+
+/* Runs plan's statements in one pipeline: a group of one kind in one wave (no two of the same
+ * aggregate) as one set statement when the statement has a set form. A statement that changed
+ * nothing and has an existence check is either a replay or an event for an unknown aggregate (a
+ * dead letter); only a run one event at a time can tell which, so the batch is redone so. */
+static int run_pipeline(batch_ctx *b, const proj_plan *pl, cstl_error *err)
+{
+    const cstl_proj_sink *k = &pl->sink;
+    const wave_ref *refs = pl->refs;
+    proj_core *c = b->core;
+    if (k->n == 0)
+        return 0;
+    cstl_pg_piped *pp = cstl_xcalloc(k->n, sizeof(cstl_pg_piped));
+    size_t *first = cstl_xcalloc(k->n, sizeof(size_t)), *count = cstl_xcalloc(k->n, sizeof(size_t));
+    size_t np = 0;
+    int rc = 0;
+    for (size_t g = 0; rc == 0 && g < pl->ng; g++) {
+        const piped_group *gr = &pl->groups[g];
+        const char *form = NULL;
+        if (gr->set)
+            rc = set_form_get(c, &k->stmts[refs[gr->first].index], &form, err);
+        if (form != NULL) {
+            pp[np] = (cstl_pg_piped){.name = gr->name,
+                                     .sql = form,
+                                     .nparams = gr->nparams,
+                                     .params = (const char *const *)gr->params};
+            first[np] = gr->first, count[np++] = gr->m;
             continue;
         }
-        const char *form = NULL;
-        rc = set_form_get(c, st, &form, err);
-        pp[g] = (cstl_pg_piped){.name = groups[g].name,
-                                .sql = form,
-                                .nparams = groups[g].nparams,
-                                .params = (const char *const *)groups[g].params};
+        for (size_t i = gr->first; rc == 0 && i < gr->first + gr->m; i++) {
+            const cstl_proj_stmt *st = &k->stmts[refs[i].index];
+            pp[np] = (cstl_pg_piped){.name = st->name,
+                                     .sql = st->sql,
+                                     .nparams = st->n,
+                                     .params = (const char *const *)st->v};
+            first[np] = i, count[np++] = 1;
+        }
     }
     if (rc == 0)
-        rc = cstl_pg_pipeline(c->pg, pp, ng, err);
+        rc = cstl_pg_pipeline(c->pg, pp, np, err);
     if (rc != 0 && !cstl_projection_error_retriable(rc))
         b->need_slow = true;
-    for (size_t g = 0; rc == 0 && g < ng; g++) {
+    for (size_t e = 0; rc == 0 && e < np; e++) {
         bool check = false;
-        for (size_t i = 0; i < groups[g].m; i++)
-            check |= k->stmts[refs[groups[g].first + i].index].check_exists;
-        if (check && pp[g].count < (long)groups[g].m) {
+        for (size_t i = first[e]; i < first[e] + count[e]; i++)
+            check |= k->stmts[refs[i].index].check_exists;
+        if (check && pp[e].count < (long)count[e]) {
             b->need_seq = true;
             rc = cstl_error_set(err, CSTL_ECONFLICT,
                                 "statement \"%s\" changed %ld of %zu rows: redoing the batch one "
                                 "event at a time",
-                                pp[g].name, pp[g].count, groups[g].m);
+                                pp[e].name, pp[e].count, count[e]);
         }
     }
-    for (size_t g = 0; g < ng; g++)
-        for (int p = 0; p < groups[g].nparams; p++)
-            free(groups[g].params[p]);
     free(pp);
-    free(groups);
-    free(refs);
+    free(first);
+    free(count);
     return rc;
 }
 
@@ -644,20 +723,29 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
     char *topics, *parts, *nexts;
     part_arrays(b, &topics, &parts, &nexts);
     rc = lock_and_read_offsets(b, topics, parts, err);
+    bool skipped = false;
     for (size_t i = 0; rc == 0 && i < b->n; i++)
-        b->items[i].skip = b->items[i].msg->offset < stored_of(b, b->items[i].msg);
+        if (b->items[i].msg->offset < stored_of(b, b->items[i].msg))
+            b->items[i].skip = skipped = true;
     if (rc == 0 && c->proj->batch_begin != NULL)
         rc = begin_batch(b, err);
-    for (size_t i = 0; rc == 0 && i < b->n; i++) {
+    /* a plan built ahead holds the statements of every record: usable when none is skipped */
+    const proj_plan *plan =
+        b->piped && !skipped && b->ahead != NULL && b->ahead->ready ? b->ahead : NULL;
+    for (size_t i = 0; rc == 0 && plan == NULL && i < b->n; i++) {
         proj_item *it = &b->items[i];
         if (!it->skip && it->dlq_reason[0] == '\0')
             rc = apply_one(b, it, err);
     }
+    if (rc == 0 && b->piped && plan == NULL) {
+        plan_group(&b->own, c->proj);
+        plan = &b->own;
+    }
     if (rc == 0 && b->piped)
-        rc = run_pipeline(b, err);
+        rc = run_pipeline(b, plan, err);
     if (rc == 0 && c->proj->batch_end != NULL)
         rc = c->proj->batch_end(c->pg, err);
-    cstl_proj_sink_clear(&b->sink);
+    plan_reset(&b->own);
     if (rc == 0) {
         const char *params[] = {c->offsets_key, topics, parts, nexts};
         rc = cstl_pg_exec_prepared(
@@ -701,10 +789,10 @@ static void count_outcome(proj_core *c, const batch_ctx *b)
     cstl_metrics_counter_add(c->m_dlq, (double)dead);
 }
 
-int proj_core_apply(proj_core *c, proj_item *items, size_t n, cstl_error *err)
+int proj_core_apply(proj_core *c, proj_item *items, size_t n, proj_plan *plan, cstl_error *err)
 {
     int64_t t0 = proj_now_ms();
-    batch_ctx b = {.core = c, .items = items, .n = n, .piped = true};
+    batch_ctx b = {.core = c, .items = items, .n = n, .piped = true, .ahead = plan};
     collect_parts(&b);
     int rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
     if (rc != 0 && b.need_seq && !b.need_slow) {
@@ -716,7 +804,8 @@ int proj_core_apply(proj_core *c, proj_item *items, size_t n, cstl_error *err)
         b.slow = true;
         rc = cstl_pg_tx(c->pg, batch_body, &b, TX_ATTEMPTS, err);
     }
-    cstl_proj_sink_free(&b.sink);
+    plan_reset(&b.own);
+    cstl_proj_sink_free(&b.own.sink);
     if (rc == 0) {
         count_outcome(c, &b);
         cstl_metrics_histogram_observe(c->m_batch, (double)(proj_now_ms() - t0) / 1000.0);
@@ -732,6 +821,7 @@ int proj_core_apply_in_tx(proj_core *c, proj_item *items, size_t n, cstl_error *
     int rc = batch_body(c->pg, &b, err);
     if (rc == 0)
         count_outcome(c, &b);
+    cstl_proj_sink_free(&b.own.sink);
     free(b.parts);
     return rc;
 }

@@ -55,13 +55,41 @@ void proj_items_prepare(const cstl_projection *proj, proj_item *items, size_t n)
 void proj_items_release(proj_item *items, size_t n);
 
 /*
+ * A batch's statements built ahead of its transaction: every decoded record's statements recorded
+ * through the projection's apply (with a sink installed, so without a connection) and grouped into
+ * the pipeline's set statements with their array parameters. Building one needs no connection, so
+ * it is done on another thread while the previous batch runs in PostgreSQL. A plan is valid only
+ * for the batch it was built from, unchanged, and is used only when no record of the batch turns
+ * out to be below the stored offsets (else the statements are recorded again inside the
+ * transaction). Not thread-safe: one thread at a time.
+ */
+typedef struct proj_plan proj_plan;
+
+/* A new, empty plan. Free with proj_plan_free. */
+proj_plan *proj_plan_new(void);
+
+/* Builds the plan of items (prepared by proj_items_prepare), replacing what plan held. Any thread:
+ * uses no connection and only reads items, which must stay unchanged until the plan is used. */
+void proj_plan_build(proj_plan *plan,
+                     const cstl_projection *proj,
+                     const proj_item *items,
+                     size_t n);
+
+/* Forgets what plan holds (it is then unused by proj_core_apply). */
+void proj_plan_clear(proj_plan *plan);
+
+/* Frees plan; NULL is a no-op. */
+void proj_plan_free(proj_plan *plan);
+
+/*
  * Applies items in one transaction with their offsets (retrying retriable PostgreSQL errors a few
  * times): decoded records through the projection's apply (in a SAVEPOINT each once one of them
- * failed), dead letters produced and flushed before COMMIT. Returns 0; CSTL_ECONFLICT when
- * check_version is set and another version became active (nothing applied); or the error of the
- * last attempt (PostgreSQL or Kafka down: redo the same batch later).
+ * failed), dead letters produced and flushed before COMMIT. plan (may be NULL; borrowed) is the
+ * items' plan built ahead by proj_plan_build, used when it holds one. Returns 0; CSTL_ECONFLICT
+ * when check_version is set and another version became active (nothing applied); or the error of
+ * the last attempt (PostgreSQL or Kafka down: redo the same batch later).
  */
-int proj_core_apply(proj_core *c, proj_item *items, size_t n, cstl_error *err);
+int proj_core_apply(proj_core *c, proj_item *items, size_t n, proj_plan *plan, cstl_error *err);
 
 /*
  * The same, inside a transaction the caller opened (search_path set here, locally), always with

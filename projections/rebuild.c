@@ -189,7 +189,7 @@ static int catch_up(rebuild *r, cstl_error *err)
     while (!reached(r)) {
         int rc = poll_batch(r, err);
         if (rc == 0 && r->nitems > 0)
-            rc = proj_core_apply(&r->core, r->items, r->nitems, err);
+            rc = proj_core_apply(&r->core, r->items, r->nitems, NULL, err);
         drop_items(r);
         if (rc != 0)
             return rc;
@@ -245,7 +245,7 @@ int cstl_projection_rebuild(const cstl_rebuild_options *o,
     if (proj == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "unknown projection \"%s\"",
                               o->projection ? o->projection : "");
-    rebuild r = {.o = o, .batch_max = o->batch_max > 0 ? o->batch_max : 1000};
+    rebuild r = {.o = o, .batch_max = o->batch_max > 0 ? o->batch_max : 5000};
     r.core = (proj_core){.proj = proj,
                          .kafka_timeout_ms = o->kafka_timeout_ms ? o->kafka_timeout_ms : 10000};
     snprintf(r.core.dlq_topic, sizeof(r.core.dlq_topic), "%sdlq",
