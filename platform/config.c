@@ -109,7 +109,8 @@ static const setting settings[] = {
     {"CONSTELLATION_JWT_AUDIENCE", SETTING_STRING, F(jwt_audience), NULL, 0, 0,
      "a value the `aud` of every JWT must include; unset: not checked", SETTING_OPTIONAL},
     {"CONSTELLATION_PROJECTOR_BATCH_MAX", SETTING_INT, F(projector_batch_max), "5000", 1, 100000,
-     "most records a projector applies in one PostgreSQL transaction (it holds up to twice as many: "
+     "most records a projector applies in one PostgreSQL transaction (it holds up to twice as "
+     "many: "
      "the next batch is decoded while one is applied)"},
     {"CONSTELLATION_PROJECTOR_BATCH_MS", SETTING_INT, F(projector_batch_ms), "50", 1, 60000,
      "longest a projector waits after a batch's first record before applying it, milliseconds"},
