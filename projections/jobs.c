@@ -3,8 +3,11 @@
  * constellation.jobs.events, and the scheduler's pending reasons from constellation.jobs.waiting.
  *
  * Invariants: every change of a job by an event is guarded by its version (cstl_version): an
- * event applies only when it is newer than the row, so a replay changes nothing; history rows are
- * keyed by (job_id, version). Each event is one statement (data-modifying CTEs), one round trip.
+ * event applies only when it is newer than the row, so a replay changes nothing. A history row
+ * (keyed by (job_id, version)) and a run's row are inserted only from the rows the guarded change
+ * returned (u), in the same transaction, so they need no ON CONFLICT of their own: a replay
+ * inserts neither, and a duplicate would be a contradiction of the log that fails loudly (the
+ * record is dead-lettered). Each event is one statement (data-modifying CTEs), one round trip.
  * A batch's statements change pg_temp.jobs_work, a copy of the batch's jobs rows made by
  * cstl_projection_jobs_batch_begin and written back by cstl_projection_jobs_batch_end (one row
  * version per job per batch instead of one per event: migration 0010); runs, job_history and
@@ -31,7 +34,7 @@
 #define HISTORY                                                                                    \
     ", h AS (INSERT INTO job_history (tenant_id, job_id, version, event_id, event_type, at, "      \
     "data) SELECT u.tenant_id, $1, $2, $4, $5, cstl_ts($3), $6::jsonb FROM u "                     \
-    "ON CONFLICT (job_id, version) DO NOTHING)"
+    ")"
 #define COUNT " SELECT count(*) FROM u"
 /* A column of the pending reason kept for the stay in the queue that the job starts (its attempts
  * do not change on queueing), NULL when none was read yet. */
@@ -95,7 +98,7 @@ static const event_spec specs[] = {
           ", r AS (INSERT INTO runs (run_id, job_id, tenant_id, worker_id, gpu_uuids, "
           "assigned_at) SELECT $7, $1, u.tenant_id, $8, "
           "ARRAY(SELECT jsonb_array_elements_text($9::jsonb)), cstl_ts($3) FROM u "
-          "ON CONFLICT (run_id) DO NOTHING)" COUNT,
+          ")" COUNT,
      {{"run_id", STR}, {"worker_id", STR}, {"gpu_uuids", JSON}}},
     {"RunStarted",
      "started_at",
