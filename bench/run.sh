@@ -59,11 +59,17 @@ start_commands() {
     env "$@" CONSTELLATION_COMMANDS_ADDR="$addr" CONSTELLATION_LOG_LEVEL=warn \
         CONSTELLATION_HTTP_THREADS="${CSTL_BENCH_HTTP_THREADS:-8}" "$bin" commands 2>"$work/commands.log" &
     svc_pid=$!
-    for _ in $(seq 1 300); do
-        curl -sf "http://$addr/readyz" >/dev/null && return 0
+    # Ready means one command partition is restored; the benchmarks need all of them (on a stack
+    # whose logs grew, restoring the jobs partitions takes seconds, and a tenant's creation would
+    # time out meanwhile).
+    local want owned
+    want=$(python3 -c 'import json, sys; print(sum(t["partitions"] for t in json.load(open(sys.argv[1]))["topics"] if t["name"] in ("constellation.tenants.commands", "constellation.jobs.commands", "constellation.fleet.commands")))' schemas/topics.json)
+    for _ in $(seq 1 1200); do
+        owned=$(curl -s "http://$addr/metrics" 2>/dev/null | awk '/^partitions_owned/ {s += $2} END {print s + 0}')
+        [ "$owned" -ge "$want" ] && return 0
         sleep 0.1
     done
-    echo "the command service did not start" >&2
+    echo "the command service did not restore its $want partitions within 120 s (owns ${owned:-0})" >&2
     tail -5 "$work/commands.log" >&2
     return 1
 }
