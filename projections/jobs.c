@@ -356,30 +356,22 @@ int cstl_projection_jobs_batch_begin(cstl_pg_conn *conn,
                                      size_t n,
                                      cstl_error *err)
 {
-    sbuf ids = sbuf_new();
-    puts_(&ids, "{");
+    const char **ids = cstl_xcalloc(n ? n : 1, sizeof(const char *));
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         const json_t *id = json_object_get(data[i], "job_id");
         if (id == NULL)
             id = json_object_get(data[i], "key"); /* a tombstone of jobs.waiting */
-        const char *v = json_string_value(id);
-        if (v == NULL)
-            continue; /* no job: its statement finds none either */
-        puts_(&ids, m++ ? ",\"" : "\"");
-        for (; *v != '\0'; v++) {
-            if (*v == '"' || *v == '\\')
-                put(&ids, "\\", 1);
-            put(&ids, v, 1);
-        }
-        puts_(&ids, "\"");
+        if (json_string_value(id) != NULL)        /* else no job: its statement finds none either */
+            ids[m++] = json_string_value(id);
     }
-    puts_(&ids, "}");
-    const char *params[] = {ids.s};
+    char *literal = cstl_proj_array_literal(ids, m);
+    free(ids);
+    const char *params[] = {literal};
     int rc = cstl_pg_exec_prepared(conn, "jobs_work_begin",
                                    "SELECT projection_jobs_work_begin($1::text[])", 1, params, NULL,
                                    err);
-    free(ids.s);
+    free(literal);
     return rc;
 }
 

@@ -159,6 +159,35 @@ void cstl_proj_sink_install(cstl_proj_sink *sink)
     defer_sink = sink;
 }
 
+char *cstl_proj_array_literal(const char *const *v, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += 3 + (v[i] != NULL ? 2 * strlen(v[i]) : 4);
+    char *out = cstl_xmalloc(cap);
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            out[len++] = ',';
+        if (v[i] == NULL) {
+            memcpy(out + len, "NULL", 4);
+            len += 4;
+            continue;
+        }
+        out[len++] = '"';
+        for (const char *c = v[i]; *c != '\0'; c++) {
+            if (*c == '"' || *c == '\\')
+                out[len++] = '\\';
+            out[len++] = *c;
+        }
+        out[len++] = '"';
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
 void cstl_proj_sink_clear(cstl_proj_sink *sink)
 {
     for (size_t i = 0; i < sink->n; i++)

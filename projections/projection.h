@@ -162,6 +162,10 @@ void cstl_proj_lower(cstl_proj_params *p, const json_t *data, const char *key, b
 int cstl_proj_params_check(const cstl_proj_params *p, const char *type, cstl_error *err);
 void cstl_proj_params_free(cstl_proj_params *p);
 
+/* A PostgreSQL array literal of the n texts v ("{\"a\",NULL}": NULL elements stay NULL, quotes
+ * and backslashes escaped), to pass as one text parameter cast to an array type. New string. */
+char *cstl_proj_array_literal(const char *const *v, size_t n);
+
 /*
  * Runs the prepared statement name (sql) and stores in *count the integer in the first column of
  * its single row (statements end in SELECT count(*) FROM <guarded update>). When *count is 0 and

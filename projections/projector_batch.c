@@ -484,33 +484,11 @@ static int by_wave(const void *a, const void *b)
 /* An array literal of parameter p of the statements refs[0..m). New string. */
 static char *array_param(const cstl_proj_sink *k, const wave_ref *refs, size_t m, int p)
 {
-    size_t cap = 64, len = 0;
-    char *out = cstl_xmalloc(cap);
-    out[len++] = '{';
-    for (size_t i = 0; i < m; i++) {
-        const char *v = k->stmts[refs[i].index].v[p];
-        size_t need = len + 8 + (v ? 2 * strlen(v) : 4);
-        if (need > cap) {
-            cap = need * 2;
-            out = cstl_xrealloc(out, cap);
-        }
-        if (i > 0)
-            out[len++] = ',';
-        if (v == NULL) {
-            memcpy(out + len, "NULL", 4);
-            len += 4;
-            continue;
-        }
-        out[len++] = '"';
-        for (; *v; v++) {
-            if (*v == '"' || *v == '\\')
-                out[len++] = '\\';
-            out[len++] = *v;
-        }
-        out[len++] = '"';
-    }
-    out[len++] = '}';
-    out[len] = '\0';
+    const char **v = cstl_xcalloc(m ? m : 1, sizeof(const char *));
+    for (size_t i = 0; i < m; i++)
+        v[i] = k->stmts[refs[i].index].v[p];
+    char *out = cstl_proj_array_literal(v, m);
+    free(v);
     return out;
 }
 
