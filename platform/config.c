@@ -108,7 +108,7 @@ static const setting settings[] = {
      "the `iss` every JWT must carry; unset: not checked", SETTING_OPTIONAL},
     {"CONSTELLATION_JWT_AUDIENCE", SETTING_STRING, F(jwt_audience), NULL, 0, 0,
      "a value the `aud` of every JWT must include; unset: not checked", SETTING_OPTIONAL},
-    {"CONSTELLATION_PROJECTOR_BATCH_MAX", SETTING_INT, F(projector_batch_max), "5000", 1, 100000,
+    {"CONSTELLATION_PROJECTOR_BATCH_MAX", SETTING_INT, F(projector_batch_max), "20000", 1, 100000,
      "most records a projector applies in one PostgreSQL transaction (it holds up to twice as "
      "many: "
      "the next batch is decoded while one is applied)"},

@@ -675,9 +675,13 @@ static int pipeline_chunk(cstl_pg_conn *conn, cstl_pg_piped *s, size_t n, cstl_e
     PGconn *pg = conn->pg;
     if (!PQenterPipelineMode(pg))
         return pipeline_lost(conn, err);
+    int binary[CSTL_PG_PIPED_MAX_PARAMS];
+    for (int i = 0; i < CSTL_PG_PIPED_MAX_PARAMS; i++)
+        binary[i] = 1;
     size_t sent = 0;
-    while (sent < n &&
-           PQsendQueryPrepared(pg, s[sent].name, s[sent].nparams, s[sent].params, NULL, NULL, 0))
+    while (sent < n && PQsendQueryPrepared(pg, s[sent].name, s[sent].nparams, s[sent].params,
+                                           s[sent].binary ? s[sent].lengths : NULL,
+                                           s[sent].binary ? binary : NULL, 0))
         sent++;
     if (sent < n || !PQpipelineSync(pg))
         return pipeline_lost(conn, err);
@@ -800,6 +804,12 @@ int cstl_pg_pipeline(cstl_pg_conn *conn, cstl_pg_piped *stmts, size_t n, cstl_er
     if (conn->pg == NULL || conn->broken)
         return not_connected(err);
     for (size_t k = 0; k < n; k++) {
+        if (stmts[k].binary &&
+            (stmts[k].nparams > CSTL_PG_PIPED_MAX_PARAMS || stmts[k].lengths == NULL))
+            return cstl_error_set(err, CSTL_EINVAL,
+                                  "statement \"%.100s\": binary parameters need their lengths, "
+                                  "and at most %d of them",
+                                  stmts[k].name, CSTL_PG_PIPED_MAX_PARAMS);
         int rc = ensure_prepared(conn, stmts[k].name, stmts[k].sql, stmts[k].nparams, err);
         if (rc != 0)
             return rc;

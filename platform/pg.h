@@ -26,6 +26,7 @@
 
 #include <libpq-fe.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct cstl_pg_conn cstl_pg_conn;
@@ -115,14 +116,20 @@ int cstl_pg_exec_prepared(cstl_pg_conn *conn,
                           PGresult **out,
                           cstl_error *err);
 
+/* Most binary parameters of one statement of cstl_pg_pipeline. */
+#define CSTL_PG_PIPED_MAX_PARAMS 64
+
 /* One statement of cstl_pg_pipeline: a prepared statement (name, sql as for
- * cstl_pg_exec_prepared) with text parameters; count receives the integer in the first column of
- * its first row (0 when it returns no row). */
+ * cstl_pg_exec_prepared) with its parameters, text unless binary is set: then parameter i is
+ * lengths[i] bytes in PostgreSQL's binary format of its type. count receives the integer in the
+ * first column of its first row (0 when it returns no row). */
 typedef struct cstl_pg_piped {
     const char *name;
     const char *sql;
     int nparams;
     const char *const *params;
+    const int *lengths; /* with binary */
+    bool binary;
     long count;
 } cstl_pg_piped;
 

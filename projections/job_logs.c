@@ -23,12 +23,14 @@
 #include <string.h>
 
 /* The lines of the statement, one row each: e(job_id, tenant_id, run_id, stream, seq, line, at,
- * pos), from scalar parameters (one line) or arrays (the set form). */
+ * pos), from scalar parameters (one line) or text arrays (the set form, see
+ * cstl_projection_set_sql_fn). */
 #define LINES_ONE                                                                                  \
     "SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::bigint, $8::bigint"
 #define LINES_SET                                                                                  \
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], "          \
-    "$6::text[], $7::bigint[], $8::bigint[])"
+    "SELECT j, t, r, s, q::bigint, l, a::bigint, p::bigint FROM unnest($1::text[], $2::text[], "   \
+    "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS x(j, t, r, s, q, " \
+    "l, a, p)"
 
 /* The new lines of each run (first record of a line by offset, not stored yet) with the run's
  * stored lines and bytes up to each in offset order; those within the limits are stored; then

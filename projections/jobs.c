@@ -305,15 +305,25 @@ static bool replace_once(char **s, const char *from, const char *to)
 
 char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, int n)
 {
-    /* the events' parameters as the columns p1..pN of e, one row per event */
+    /* the events' parameters as the columns p1..pN of e, one row per event, each text element
+     * cast to its parameter's type */
     sbuf out = sbuf_new();
-    puts_(&out, "WITH e AS (SELECT * FROM unnest(");
+    puts_(&out, "WITH e AS (SELECT ");
     for (int i = 0; i < n; i++) {
-        char buf[128];
-        snprintf(buf, sizeof(buf), "%s$%d::%s[]", i ? ", " : "", i + 1, types[i]);
+        char buf[160];
+        if (strcmp(types[i], "text") == 0)
+            snprintf(buf, sizeof(buf), "%sx.p%d", i ? ", " : "", i + 1);
+        else
+            snprintf(buf, sizeof(buf), "%sx.p%d::%s AS p%d", i ? ", " : "", i + 1, types[i], i + 1);
         puts_(&out, buf);
     }
-    puts_(&out, ") AS e(");
+    puts_(&out, " FROM unnest(");
+    for (int i = 0; i < n; i++) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%s$%d::text[]", i ? ", " : "", i + 1);
+        puts_(&out, buf);
+    }
+    puts_(&out, ") AS x(");
     for (int i = 0; i < n; i++) {
         char buf[32];
         snprintf(buf, sizeof(buf), "%sp%d", i ? ", " : "", i + 1);

@@ -159,6 +159,51 @@ void cstl_proj_sink_install(cstl_proj_sink *sink)
     defer_sink = sink;
 }
 
+/* Appends the 32-bit big-endian value x at out + *at. */
+static void put_be32(char *out, size_t *at, uint32_t x)
+{
+    unsigned char b[4] = {(unsigned char)(x >> 24), (unsigned char)(x >> 16),
+                          (unsigned char)(x >> 8), (unsigned char)x};
+    memcpy(out + *at, b, 4);
+    *at += 4;
+}
+
+char *cstl_proj_text_array_binary(const char *const *v, size_t n, int *len)
+{
+    /* array_recv: ndim, has-null flag, element type, then per dimension its size and lower
+     * bound, then each element as its length (-1: NULL) and bytes; all integers big-endian */
+    enum { TEXT_OID = 25 };
+    size_t cap = 20 + 4 * n;
+    bool nulls = false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] != NULL)
+            cap += strlen(v[i]);
+        else
+            nulls = true;
+    }
+    char *out = cstl_xmalloc(cap);
+    size_t at = 0;
+    put_be32(out, &at, n > 0 ? 1 : 0);
+    put_be32(out, &at, nulls ? 1 : 0);
+    put_be32(out, &at, TEXT_OID);
+    if (n > 0) {
+        put_be32(out, &at, (uint32_t)n);
+        put_be32(out, &at, 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == NULL) {
+            put_be32(out, &at, UINT32_MAX); /* -1 */
+            continue;
+        }
+        size_t l = strlen(v[i]);
+        put_be32(out, &at, (uint32_t)l);
+        memcpy(out + at, v[i], l);
+        at += l;
+    }
+    *len = (int)at;
+    return out;
+}
+
 char *cstl_proj_array_literal(const char *const *v, size_t n)
 {
     size_t cap = 3;

@@ -51,10 +51,12 @@ typedef int (*cstl_projection_apply_fn)(cstl_pg_conn *conn,
 
 /*
  * Rewrites the statement sql of an apply function (n parameters of the given SQL types) into one
- * that applies many events at once, each to a different aggregate: parameter i becomes an array
- * of types[i], one element per event, and the statement returns the number of events applied
- * (the single statement's count, summed). Returns a new string, or NULL when sql cannot be
- * rewritten (its events are then applied one by one).
+ * that applies many events at once, each to a different aggregate: parameter i becomes a text[]
+ * (sent in binary), one element per event, each element its event's parameter i as text, which
+ * the statement casts to types[i] (the input function of the type, as for the single statement's
+ * text parameter); it returns the number of events applied (the single statement's count,
+ * summed). Returns a new string, or NULL when sql cannot be rewritten (its events are then
+ * applied one by one).
  */
 typedef char *(*cstl_projection_set_sql_fn)(const char *sql, const char *const *types, int n);
 
@@ -161,6 +163,11 @@ void cstl_proj_lower(cstl_proj_params *p, const json_t *data, const char *key, b
 /* Returns 0, or CSTL_EINVAL naming the bad field of event type. */
 int cstl_proj_params_check(const cstl_proj_params *p, const char *type, cstl_error *err);
 void cstl_proj_params_free(cstl_proj_params *p);
+
+/* The n texts v as a one-dimensional text[] in PostgreSQL's binary format (NULL elements stay
+ * NULL), to pass as one binary parameter: no quoting for the client, no array literal for the
+ * server to parse. *len receives its length in bytes. New buffer. */
+char *cstl_proj_text_array_binary(const char *const *v, size_t n, int *len);
 
 /* A PostgreSQL array literal of the n texts v ("{\"a\",NULL}": NULL elements stay NULL, quotes
  * and backslashes escaped), to pass as one text parameter cast to an array type. New string. */

@@ -519,7 +519,7 @@ cstl_projector *cstl_projector_new(const cstl_projector_options *o, cstl_error *
         snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
     for (const char *const *t = proj->telemetry; t && *t && p->ntopics < MAX_TOPICS; t++)
         snprintf(p->topics[p->ntopics++], PROJ_NAME_MAX, "%s%s", prefix, *t);
-    p->batch_max = o->batch_max > 0 ? o->batch_max : 5000;
+    p->batch_max = o->batch_max > 0 ? o->batch_max : 20000;
     p->batch_ms = o->batch_ms > 0 ? o->batch_ms : 50;
     p->kafka_timeout_ms = o->kafka_timeout_ms > 0 ? o->kafka_timeout_ms : 10000;
     p->statement_timeout_ms = o->pg_statement_timeout_ms;

@@ -30,7 +30,7 @@ typedef struct cstl_projector_options {
                                     the DLQ <prefix>dlq) */
     const char *group_prefix;    /* NULL: "constellation-projector-" */
     const char *client_id;       /* NULL: "constellation-projector" */
-    int batch_max;               /* 0: 5000 records */
+    int batch_max;               /* 0: 20000 records */
     int batch_ms;                /* 0: 50 ms after the batch's first record */
     int kafka_timeout_ms;        /* 0: 10000 */
     int pg_statement_timeout_ms; /* 0: none */

@@ -29,6 +29,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,26 @@ static void header_text(rd_kafka_headers_t *hdrs, const char *name, char *out, s
     }
 }
 
+/* Marks it as a dead letter for the reason formatted (replacing an earlier one). */
+static void set_dead(proj_item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_dead(proj_item *it, const char *fmt, ...)
+{
+    char buf[1100];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    free(it->dlq_reason);
+    it->dlq_reason = cstl_xstrdup(buf);
+}
+
+/* Forgets the reason it was to be dead-lettered for. */
+static void clear_dead(proj_item *it)
+{
+    free(it->dlq_reason);
+    it->dlq_reason = NULL;
+}
+
 /* A telemetry record: the value decoded, the headers made of what the record has (see
  * projection.h); it->dlq_reason says why when the value cannot be decoded. */
 static void prepare_telemetry(proj_item *it)
@@ -112,7 +133,7 @@ static void prepare_telemetry(proj_item *it)
     const cstl_schema_entry *writer = NULL;
     if (cstl_codec_writer(m->payload, m->len, &writer, &err) != 0 ||
         cstl_codec_decode_json(m->payload, m->len, writer->latest, &it->data, &err) != 0) {
-        snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s", err.message);
+        set_dead(it, "%s", err.message);
         it->data = NULL;
         return;
     }
@@ -128,7 +149,7 @@ void proj_items_prepare(const cstl_projection *proj, proj_item *items, size_t n)
         it->data = NULL;
         it->type = NULL;
         it->skip = false;
-        it->dlq_reason[0] = '\0';
+        clear_dead(it);
         if (is_telemetry(proj, rd_kafka_topic_name(m->rkt))) {
             prepare_telemetry(it);
             continue;
@@ -139,28 +160,26 @@ void proj_items_prepare(const cstl_projection *proj, proj_item *items, size_t n)
         if (m->payload == NULL) { /* a tombstone: see the apply contract */
             memset(&it->h, 0, sizeof(it->h));
             if (m->key == NULL || m->key_len == 0 || m->key_len > CSTL_EVENT_HEADER_MAX) {
-                snprintf(it->dlq_reason, sizeof(it->dlq_reason),
-                         "a record without a value needs a key of 1 to %d bytes",
+                set_dead(it, "a record without a value needs a key of 1 to %d bytes",
                          CSTL_EVENT_HEADER_MAX);
                 continue;
             }
             memcpy(it->h.subject, m->key, m->key_len);
             it->data = json_pack("{s:s%}", "key", (const char *)m->key, m->key_len);
             if (it->data == NULL)
-                snprintf(it->dlq_reason, sizeof(it->dlq_reason),
-                         "the key of a record without a value is not UTF-8");
+                set_dead(it, "the key of a record without a value is not UTF-8");
             else
                 it->type = CSTL_PROJ_TOMBSTONE;
             continue;
         }
         if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            snprintf(it->dlq_reason, sizeof(it->dlq_reason), "the record has no headers");
+            set_dead(it, "the record has no headers");
             continue;
         }
         if (cstl_event_headers_parse(hdrs, &it->h, &err) != 0 ||
             cstl_codec_writer(m->payload, m->len, &writer, &err) != 0 ||
             cstl_codec_decode_json(m->payload, m->len, writer->latest, &it->data, &err) != 0) {
-            snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s", err.message);
+            set_dead(it, "%s", err.message);
             it->data = NULL;
             continue;
         }
@@ -174,6 +193,7 @@ void proj_items_release(proj_item *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         json_decref(items[i].data);
         items[i].data = NULL;
+        clear_dead(&items[i]);
     }
 }
 
@@ -234,7 +254,8 @@ typedef struct piped_group {
     size_t first, m;                    /* refs[first .. first + m) */
     bool set;                           /* m > 1: through the set form if there is one */
     char name[96];                      /* the set form's statement name */
-    char *params[CSTL_PROJ_MAX_PARAMS]; /* the set form's array parameters */
+    char *params[CSTL_PROJ_MAX_PARAMS]; /* the set form's text[] parameters, binary */
+    int lengths[CSTL_PROJ_MAX_PARAMS];
     int nparams;
 } piped_group;
 
@@ -409,8 +430,7 @@ static int apply_one(batch_ctx *b, proj_item *it, cstl_error *err)
         *err = aerr;
         return rc;
     }
-    snprintf(it->dlq_reason, sizeof(it->dlq_reason), "%s%s%s", aerr.message,
-             aerr.detail[0] ? ": " : "", aerr.detail);
+    set_dead(it, "%s%s%s", aerr.message, aerr.detail[0] ? ": " : "", aerr.detail);
     return cstl_pg_exec(c->pg, "ROLLBACK TO SAVEPOINT proj_event", 0, NULL, NULL, err);
 }
 
@@ -481,13 +501,13 @@ static int by_wave(const void *a, const void *b)
     return c != 0 ? c : (x->index > y->index) - (x->index < y->index);
 }
 
-/* An array literal of parameter p of the statements refs[0..m). New string. */
-static char *array_param(const cstl_proj_sink *k, const wave_ref *refs, size_t m, int p)
+/* Parameter p of the statements refs[0..m) as a binary text[] of *len bytes. New buffer. */
+static char *array_param(const cstl_proj_sink *k, const wave_ref *refs, size_t m, int p, int *len)
 {
     const char **v = cstl_xcalloc(m ? m : 1, sizeof(const char *));
     for (size_t i = 0; i < m; i++)
         v[i] = k->stmts[refs[i].index].v[p];
-    char *out = cstl_proj_array_literal(v, m);
+    char *out = cstl_proj_text_array_binary(v, m, len);
     free(v);
     return out;
 }
@@ -544,7 +564,7 @@ static void plan_group(proj_plan *pl, const cstl_projection *proj)
             snprintf(g->name, sizeof(g->name), "%s_set", st->name);
             g->nparams = st->n;
             for (int p = 0; p < st->n; p++)
-                g->params[p] = array_param(k, refs + i, j - i, p);
+                g->params[p] = array_param(k, refs + i, j - i, p, &g->lengths[p]);
         }
         i = j;
     }
@@ -561,7 +581,7 @@ void proj_plan_build(proj_plan *plan, const cstl_projection *proj, const proj_it
     bool ok = true;
     cstl_proj_sink_install(&plan->sink);
     for (size_t i = 0; ok && i < n; i++) {
-        if (items[i].dlq_reason[0] != '\0')
+        if (items[i].dlq_reason != NULL)
             continue;
         cstl_error err;
         /* with a sink installed apply only records: no connection */
@@ -613,7 +633,9 @@ static int run_pipeline(batch_ctx *b, const proj_plan *pl, cstl_error *err)
             pp[np] = (cstl_pg_piped){.name = gr->name,
                                      .sql = form,
                                      .nparams = gr->nparams,
-                                     .params = (const char *const *)gr->params};
+                                     .params = (const char *const *)gr->params,
+                                     .lengths = gr->lengths,
+                                     .binary = true};
             first[np] = gr->first, count[np++] = gr->m;
             continue;
         }
@@ -654,7 +676,7 @@ static int begin_batch(batch_ctx *b, cstl_error *err)
     const json_t **data = cstl_xcalloc(b->n ? b->n : 1, sizeof(const json_t *));
     size_t m = 0;
     for (size_t i = 0; i < b->n; i++)
-        if (!b->items[i].skip && b->items[i].dlq_reason[0] == '\0')
+        if (!b->items[i].skip && b->items[i].dlq_reason == NULL)
             data[m++] = b->items[i].data;
     int rc = b->core->proj->batch_begin(b->core->pg, data, m, err);
     free(data);
@@ -670,7 +692,7 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
     for (size_t i = 0; i < b->n; i++) {
         b->items[i].skip = false;
         if (b->items[i].data != NULL)
-            b->items[i].dlq_reason[0] = '\0';
+            clear_dead(&b->items[i]);
     }
     int rc;
     if (c->check_version && !b->in_tx) {
@@ -712,7 +734,7 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
         b->piped && !skipped && b->ahead != NULL && b->ahead->ready ? b->ahead : NULL;
     for (size_t i = 0; rc == 0 && plan == NULL && i < b->n; i++) {
         proj_item *it = &b->items[i];
-        if (!it->skip && it->dlq_reason[0] == '\0')
+        if (!it->skip && it->dlq_reason == NULL)
             rc = apply_one(b, it, err);
     }
     if (rc == 0 && b->piped && plan == NULL) {
@@ -738,7 +760,7 @@ static int batch_body(cstl_pg_conn *conn, void *ud, cstl_error *err)
     free(topics), free(parts), free(nexts);
     size_t dead = 0;
     for (size_t i = 0; rc == 0 && i < b->n; i++) {
-        if (b->items[i].skip || b->items[i].dlq_reason[0] == '\0')
+        if (b->items[i].skip || b->items[i].dlq_reason == NULL)
             continue;
         rc = c->dlq ? produce_dead_letter(c, &b->items[i], err) : 0;
         dead++;
@@ -757,7 +779,7 @@ static void count_outcome(proj_core *c, const batch_ctx *b)
     for (size_t i = 0; i < b->n; i++) {
         if (b->items[i].skip)
             continue;
-        if (b->items[i].dlq_reason[0] != '\0')
+        if (b->items[i].dlq_reason != NULL)
             dead++;
         else
             applied++;

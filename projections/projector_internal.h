@@ -23,10 +23,10 @@
 typedef struct proj_item {
     rd_kafka_message_t *msg;
     cstl_event_headers h;
-    const char *type;      /* short event name, borrowed from the schema catalog */
-    json_t *data;          /* owned; NULL when dead-lettered before applying */
-    char dlq_reason[1100]; /* non-empty: goes to the DLQ instead of the read model */
-    bool skip;             /* below the stored offset: applied by an earlier transaction */
+    const char *type; /* short event name, borrowed from the schema catalog */
+    json_t *data;     /* owned; NULL when dead-lettered before applying */
+    char *dlq_reason; /* owned; non-NULL: goes to the DLQ instead of the read model, why */
+    bool skip;        /* below the stored offset: applied by an earlier transaction */
 } proj_item;
 
 /* Applies batches of one projection version. */

@@ -245,7 +245,7 @@ int cstl_projection_rebuild(const cstl_rebuild_options *o,
     if (proj == NULL)
         return cstl_error_set(err, CSTL_EINVAL, "unknown projection \"%s\"",
                               o->projection ? o->projection : "");
-    rebuild r = {.o = o, .batch_max = o->batch_max > 0 ? o->batch_max : 5000};
+    rebuild r = {.o = o, .batch_max = o->batch_max > 0 ? o->batch_max : 20000};
     r.core = (proj_core){.proj = proj,
                          .kafka_timeout_ms = o->kafka_timeout_ms ? o->kafka_timeout_ms : 10000};
     snprintf(r.core.dlq_topic, sizeof(r.core.dlq_topic), "%sdlq",

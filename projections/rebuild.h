@@ -18,7 +18,7 @@ typedef struct cstl_rebuild_options {
     const char *topic_prefix; /* NULL: "constellation." */
     const char *client_id;    /* NULL: "constellation-rebuild" */
     bool drop_old;            /* drop the previous version's schema and offsets in the switch */
-    int batch_max;            /* 0: 5000 */
+    int batch_max;            /* 0: 20000 */
     int kafka_timeout_ms;     /* 0: 10000 */
 } cstl_rebuild_options;
 

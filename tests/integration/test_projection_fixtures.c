@@ -203,6 +203,41 @@ static void test_batch_locks_its_jobs_and_writes_back_once(void **state)
                      3);
 }
 
+/* The set statements' parameters: text[] in binary, as PostgreSQL reads them back. */
+static void test_binary_text_arrays(void **state)
+{
+    (void)state;
+    const char *v[] = {"a",
+                       NULL,
+                       "q\"uo\\te",
+                       "",
+                       "gr\xc3\xbc\xc3\x9f"
+                       "e",
+                       "{x,y}"};
+    int len = 0, elen = 0;
+    char *arr = cstl_proj_text_array_binary(v, CSTL_ARRAY_LEN(v), &len);
+    char *empty = cstl_proj_text_array_binary(NULL, 0, &elen);
+    const char *params[] = {arr, empty};
+    const int lengths[] = {len, elen};
+    cstl_pg_piped st = {
+        .name = "binary_text_arrays",
+        .sql = "SELECT ($1::text[] IS NOT DISTINCT FROM ARRAY['a', NULL, 'q\"uo\\te', '', "
+               "'gr\xc3\xbc\xc3\x9f"
+               "e', '{x,y}']::text[] AND $2::text[] = '{}')::int",
+        .nparams = 2,
+        .params = params,
+        .lengths = lengths,
+        .binary = true};
+    cstl_error err;
+    assert_int_equal(cstl_pg_pipeline(pe.pg, &st, 1, &err), 0);
+    assert_int_equal(st.count, 1);
+    /* binary parameters without their lengths are refused before anything is sent */
+    st.lengths = NULL;
+    assert_int_equal(cstl_pg_pipeline(pe.pg, &st, 1, &err), CSTL_EINVAL);
+    free(arr);
+    free(empty);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -222,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_unknown_job_is_an_event_error),
         cmocka_unit_test(test_batch_locks_its_jobs_and_writes_back_once),
+        cmocka_unit_test(test_binary_text_arrays),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
