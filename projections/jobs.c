@@ -21,6 +21,7 @@
  */
 #include "projections/projection.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,24 +333,49 @@ char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, in
     puts_(&out, ")), ");
     char *body = params_to_columns(sql);
     bool ok = strncmp(body, "WITH u AS (", 11) == 0;
-    /* the guarded update or the insert of u runs for every row of e */
-    if (ok && !replace_once(&body, " WHERE job_id = e.p1 AND version < e.p2 RETURNING tenant_id)",
-                            " FROM e WHERE jobs.job_id = e.p1 AND jobs.version < e.p2 RETURNING "
-                            "jobs.job_id, jobs.tenant_id)"))
+    /* the guarded update or the insert of u runs for every row of e. An update returns each
+     * changed job's event with it, so what follows reads u as e; an insert can return only the
+     * row's columns, so what follows joins each inserted job to its event. */
+    bool update =
+        ok && replace_once(&body, " WHERE job_id = e.p1 AND version < e.p2 RETURNING tenant_id)",
+                           " FROM e WHERE jobs.job_id = e.p1 AND jobs.version < e.p2 "
+                           "RETURNING jobs.tenant_id, e.*)");
+    if (ok && !update)
         ok = replace_once(&body, " VALUES (", " SELECT ") &&
              replace_once(&body, ") ON CONFLICT (job_id) DO NOTHING RETURNING tenant_id)",
                           " FROM e ON CONFLICT (job_id) DO NOTHING RETURNING job_id, tenant_id)");
-    /* what follows u reads each changed job's event from e */
     const char *tail = ok ? strstr(body, "RETURNING ") : NULL;
-    if (tail != NULL) {
+    if (tail != NULL && !update) {
         put(&out, body + 5, (size_t)(tail - body - 5)); /* without "WITH " */
-        const char *from_u;
-        while ((from_u = strstr(tail, " FROM u")) != NULL) {
-            put(&out, tail, (size_t)(from_u - tail));
+        const char *from;
+        while ((from = strstr(tail, " FROM u")) != NULL) {
+            put(&out, tail, (size_t)(from - tail));
             puts_(&out, " FROM u JOIN e ON e.p1 = u.job_id");
-            tail = from_u + 7;
+            tail = from + 7;
         }
         puts_(&out, tail);
+    } else if (tail != NULL) {
+        put(&out, body + 5, (size_t)(tail - body - 5));
+        /* u's columns as e's: u.tenant_id is e.tenant_id, and each " FROM u" (the whole word)
+         * reads u as e */
+        sbuf t = sbuf_new();
+        const char *at;
+        while ((at = strstr(tail, "u.tenant_id")) != NULL) {
+            put(&t, tail, (size_t)(at - tail));
+            puts_(&t, "e.tenant_id");
+            tail = at + 11;
+        }
+        puts_(&t, tail);
+        const char *rest = t.s, *from;
+        while ((from = strstr(rest, " FROM u")) != NULL) {
+            put(&out, rest, (size_t)(from - rest) + 7);
+            rest = from + 7;
+            if (*rest != '_' && !isalnum((unsigned char)*rest))
+                puts_(&out, " AS e");
+        }
+        puts_(&out, rest);
+        free(t.s);
+        tail = body; /* done */
     }
     bool done = tail != NULL;
     free(body);
