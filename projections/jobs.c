@@ -272,6 +272,18 @@ static void puts_(sbuf *b, const char *s)
     put(b, s, strlen(s));
 }
 
+/* Appends s to b with every occurrence of from replaced by to. */
+static void put_replacing(sbuf *b, const char *s, const char *from, const char *to)
+{
+    const char *at;
+    while ((at = strstr(s, from)) != NULL) {
+        put(b, s, (size_t)(at - s));
+        puts_(b, to);
+        s = at + strlen(from);
+    }
+    puts_(b, s);
+}
+
 /* s with every $N replaced by e.pN. New string. */
 static char *params_to_columns(const char *s)
 {
@@ -345,27 +357,15 @@ char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, in
              replace_once(&body, ") ON CONFLICT (job_id) DO NOTHING RETURNING tenant_id)",
                           " FROM e ON CONFLICT (job_id) DO NOTHING RETURNING job_id, tenant_id)");
     const char *tail = ok ? strstr(body, "RETURNING ") : NULL;
-    if (tail != NULL && !update) {
+    if (tail != NULL)
         put(&out, body + 5, (size_t)(tail - body - 5)); /* without "WITH " */
-        const char *from;
-        while ((from = strstr(tail, " FROM u")) != NULL) {
-            put(&out, tail, (size_t)(from - tail));
-            puts_(&out, " FROM u JOIN e ON e.p1 = u.job_id");
-            tail = from + 7;
-        }
-        puts_(&out, tail);
+    if (tail != NULL && !update) {
+        put_replacing(&out, tail, " FROM u", " FROM u JOIN e ON e.p1 = u.job_id");
     } else if (tail != NULL) {
-        put(&out, body + 5, (size_t)(tail - body - 5));
         /* u's columns as e's: u.tenant_id is e.tenant_id, and each " FROM u" (the whole word)
          * reads u as e */
         sbuf t = sbuf_new();
-        const char *at;
-        while ((at = strstr(tail, "u.tenant_id")) != NULL) {
-            put(&t, tail, (size_t)(at - tail));
-            puts_(&t, "e.tenant_id");
-            tail = at + 11;
-        }
-        puts_(&t, tail);
+        put_replacing(&t, tail, "u.tenant_id", "e.tenant_id");
         const char *rest = t.s, *from;
         while ((from = strstr(rest, " FROM u")) != NULL) {
             put(&out, rest, (size_t)(from - rest) + 7);
@@ -375,7 +375,6 @@ char *cstl_projection_jobs_set_sql(const char *sql, const char *const *types, in
         }
         puts_(&out, rest);
         free(t.s);
-        tail = body; /* done */
     }
     bool done = tail != NULL;
     free(body);

@@ -150,49 +150,89 @@ static void test_unknown_job_is_an_event_error(void **state)
 /* A batch of the jobs projection holds the rows of its jobs locked from batch_begin to its
  * commit, so another projector process cannot change one of them in between (its change would be
  * overwritten when the batch writes its copy back), and writes each changed job back once. */
-static void test_batch_locks_its_jobs_and_writes_back_once(void **state)
+/* Emits the JobSubmitted of job (tenant T1) at the time at (us). */
+static void emit_submitted(const char *job, json_int_t at)
 {
-    (void)state;
+    pe_emit("jobs", "JobSubmitted", job, "T1", 1,
+            json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:{},s:{},s:s,s:I}", "job_id", job,
+                      "tenant_id", "T1", "name", "n", "priority", 50, "gpu_count", 1,
+                      "min_gpu_memory_mib", 0, "runtime_limit_seconds", 60, "retry_limit", 0,
+                      "labels", "parameters", "submitted_by", "u", "at", at));
+}
+
+/* Empty jobs tables but for J1, submitted (event 0, applied). */
+static void reset_with_j1(void)
+{
     assert_int_equal(pe_sql(pe.pg, "TRUNCATE jobs_v1.jobs, jobs_v1.runs, jobs_v1.job_history, "
                                    "jobs_v1.job_waiting, jobs_v1.jobs_queue_counts"),
                      0);
     pe_events_clear();
-    pe_emit("jobs", "JobSubmitted", "J1", "T1", 1,
-            json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:{},s:{},s:s,s:I}", "job_id", "J1",
-                      "tenant_id", "T1", "name", "n", "priority", 50, "gpu_count", 1,
-                      "min_gpu_memory_mib", 0, "runtime_limit_seconds", 60, "retry_limit", 0,
-                      "labels", "parameters", "submitted_by", "u", "at", (json_int_t)1000));
+    emit_submitted("J1", 1000);
     assert_int_equal(pe_apply_direct("jobs_v1", 0, pe.nevents), 0);
+}
 
+static void emit_admitted_j1(void)
+{
     pe_emit(
         "jobs", "JobAdmitted", "J1", "T1", 2,
         json_pack("{s:s,s:s,s:I}", "job_id", "J1", "reservation_id", "R1", "at", (json_int_t)2000));
-    pe_emit("jobs", "JobPriorityChanged", "J1", "T1", 3,
-            json_pack("{s:s,s:i,s:I}", "job_id", "J1", "priority", 70, "at", (json_int_t)3000));
+}
+
+/* Applies events 1 and 2 inside a batch begun for them (not ended). */
+static void apply_events_1_2(void)
+{
+    cstl_error err;
+    for (int i = 1; i <= 2; i++)
+        assert_int_equal(cstl_projection_jobs_apply(pe.pg, &pe.events[i].h, pe.events[i].type,
+                                                    pe.events[i].data, &err),
+                         0);
+}
+
+/* A counter of jobs_v1.jobs in pg_stat_xact_user_tables. */
+static long jobs_xact_stat(const char *column)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s FROM pg_stat_xact_user_tables WHERE relid = 'jobs_v1.jobs'::regclass",
+             column);
+    return pe_long(pe.pg, sql);
+}
+
+/* Opens a transaction and begins a batch of events 1 and 2 in it; returns the jobs counter column
+ * as it was before. The view also holds the session's counts not yet reported: compare within
+ * the transaction, which reports none. */
+static long begin_batch_1_2(const char *column)
+{
     assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL search_path TO jobs_v1, public"), 0);
-    /* the session's counts not yet reported are in the view too: compare within the
-     * transaction, which reports none */
-    static const char updates[] = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE "
-                                  "relid = 'jobs_v1.jobs'::regclass";
-    long before = pe_long(pe.pg, updates);
+    long before = jobs_xact_stat(column);
     cstl_error err;
     const json_t *data[] = {pe.events[1].data, pe.events[2].data};
     assert_int_equal(cstl_projection_jobs_batch_begin(pe.pg, data, 2, &err), 0);
+    return before;
+}
+
+static void test_batch_locks_its_jobs_and_writes_back_once(void **state)
+{
+    (void)state;
+    reset_with_j1();
+
+    emit_admitted_j1();
+    pe_emit("jobs", "JobPriorityChanged", "J1", "T1", 3,
+            json_pack("{s:s,s:i,s:I}", "job_id", "J1", "priority", 70, "at", (json_int_t)3000));
+    long before = begin_batch_1_2("n_tup_upd");
+    cstl_error err;
     /* another session cannot lock (or change) J1 while the batch runs */
     cstl_pg_conn *other = cstl_pg_connect(pe.dsn, &pe_policy, &err);
     assert_non_null(other);
     assert_int_not_equal(pe_sql(other, "SELECT 1 FROM jobs_v1.jobs WHERE job_id = 'J1' FOR "
                                        "UPDATE NOWAIT"),
                          0);
-    for (int i = 1; i <= 2; i++)
-        assert_int_equal(cstl_projection_jobs_apply(pe.pg, &pe.events[i].h, pe.events[i].type,
-                                                    pe.events[i].data, &err),
-                         0);
+    apply_events_1_2();
     /* nothing reached jobs before the batch's end */
     assert_int_equal(pe_long(pe.pg, "SELECT version FROM jobs_v1.jobs WHERE job_id = 'J1'"), 1);
     assert_int_equal(cstl_projection_jobs_batch_end(pe.pg, &err), 0);
     /* the batch's two events made one update of jobs */
-    assert_int_equal(pe_long(pe.pg, updates), before + 1);
+    assert_int_equal(jobs_xact_stat("n_tup_upd"), before + 1);
     assert_int_equal(pe_sql(pe.pg, "COMMIT"), 0);
     assert_int_equal(pe_sql(other, "SELECT 1 FROM jobs_v1.jobs WHERE job_id = 'J1' FOR UPDATE "
                                    "NOWAIT"),
@@ -211,45 +251,20 @@ static void test_batch_locks_its_jobs_and_writes_back_once(void **state)
 static void test_write_back_reads_no_whole_table(void **state)
 {
     (void)state;
-    assert_int_equal(pe_sql(pe.pg, "TRUNCATE jobs_v1.jobs, jobs_v1.runs, jobs_v1.job_history, "
-                                   "jobs_v1.job_waiting, jobs_v1.jobs_queue_counts"),
-                     0);
-    pe_events_clear();
-    pe_emit("jobs", "JobSubmitted", "J1", "T1", 1,
-            json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:{},s:{},s:s,s:I}", "job_id", "J1",
-                      "tenant_id", "T1", "name", "n", "priority", 50, "gpu_count", 1,
-                      "min_gpu_memory_mib", 0, "runtime_limit_seconds", 60, "retry_limit", 0,
-                      "labels", "parameters", "submitted_by", "u", "at", (json_int_t)1000));
-    assert_int_equal(pe_apply_direct("jobs_v1", 0, pe.nevents), 0);
+    reset_with_j1();
     /* 5,000 other jobs, as copies of J1 under other ids, and statistics that know of them */
     assert_int_equal(pe_sql(pe.pg,
                             "INSERT INTO jobs_v1.jobs SELECT (jsonb_populate_record(j, "
                             "jsonb_build_object('job_id', 'X' || g))).* FROM jobs_v1.jobs j, "
                             "generate_series(1, 5000) g; ANALYZE jobs_v1.jobs"),
                      0);
-    pe_emit(
-        "jobs", "JobAdmitted", "J1", "T1", 2,
-        json_pack("{s:s,s:s,s:I}", "job_id", "J1", "reservation_id", "R1", "at", (json_int_t)2000));
-    pe_emit("jobs", "JobSubmitted", "J2", "T1", 1,
-            json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:{},s:{},s:s,s:I}", "job_id", "J2",
-                      "tenant_id", "T1", "name", "n", "priority", 50, "gpu_count", 1,
-                      "min_gpu_memory_mib", 0, "runtime_limit_seconds", 60, "retry_limit", 0,
-                      "labels", "parameters", "submitted_by", "u", "at", (json_int_t)3000));
-    assert_int_equal(pe_sql(pe.pg, "BEGIN; SET LOCAL search_path TO jobs_v1, public"), 0);
-    /* the session's counts not yet reported are in the view too: compare within the
-     * transaction, which reports none */
-    static const char seq_scans[] = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE "
-                                    "relid = 'jobs_v1.jobs'::regclass";
-    long before = pe_long(pe.pg, seq_scans);
+    emit_admitted_j1();
+    emit_submitted("J2", 3000);
+    long before = begin_batch_1_2("seq_scan");
     cstl_error err;
-    const json_t *data[] = {pe.events[1].data, pe.events[2].data};
-    assert_int_equal(cstl_projection_jobs_batch_begin(pe.pg, data, 2, &err), 0);
-    for (int i = 1; i <= 2; i++)
-        assert_int_equal(cstl_projection_jobs_apply(pe.pg, &pe.events[i].h, pe.events[i].type,
-                                                    pe.events[i].data, &err),
-                         0);
+    apply_events_1_2();
     assert_int_equal(cstl_projection_jobs_batch_end(pe.pg, &err), 0);
-    assert_int_equal(pe_long(pe.pg, seq_scans), before);
+    assert_int_equal(jobs_xact_stat("seq_scan"), before);
     assert_int_equal(pe_sql(pe.pg, "COMMIT"), 0);
     char *row = pe_value(pe.pg, "SELECT string_agg(job_id || ' ' || state || ' ' || version, ', ' "
                                 "ORDER BY job_id) FROM jobs_v1.jobs WHERE job_id LIKE 'J%'");
@@ -262,13 +277,7 @@ static void test_write_back_reads_no_whole_table(void **state)
 static void test_binary_text_arrays(void **state)
 {
     (void)state;
-    const char *v[] = {"a",
-                       NULL,
-                       "q\"uo\\te",
-                       "",
-                       "gr\xc3\xbc\xc3\x9f"
-                       "e",
-                       "{x,y}"};
+    const char *v[] = {"a", NULL, "q\"uo\\te", "", "gr\u00fc\u00dfe", "{x,y}"};
     int len = 0, elen = 0;
     char *arr = cstl_proj_text_array_binary(v, CSTL_ARRAY_LEN(v), &len);
     char *empty = cstl_proj_text_array_binary(NULL, 0, &elen);
@@ -277,8 +286,7 @@ static void test_binary_text_arrays(void **state)
     cstl_pg_piped st = {
         .name = "binary_text_arrays",
         .sql = "SELECT ($1::text[] IS NOT DISTINCT FROM ARRAY['a', NULL, 'q\"uo\\te', '', "
-               "'gr\xc3\xbc\xc3\x9f"
-               "e', '{x,y}']::text[] AND $2::text[] = '{}')::int",
+               "'gr\u00fc\u00dfe', '{x,y}']::text[] AND $2::text[] = '{}')::int",
         .nparams = 2,
         .params = params,
         .lengths = lengths,
